@@ -1,0 +1,246 @@
+"""Reading a table, profiling its columns and deciding the task.
+
+Every failure here is a BuildError naming the file or column and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from builders.errors import BuildError
+from service.manifest import ColumnSpec, DatasetFingerprint, DroppedColumn, Task
+
+BUNDLED_DATASETS = ("breast_cancer", "wine", "digits", "iris", "diabetes")
+MAX_CATEGORIES = 100
+"""String columns with more distinct values are dropped: one-hot over them would dwarf the data."""
+MIN_ROWS = 40
+MIN_CLASS_ROWS = 8
+"""A class needs this many rows to appear in the train, validation and test splits and in every CV fold."""
+MAX_CLASSES = 50
+
+
+@dataclass
+class Table:
+    """A cleaned table ready for training: features, encoded target and the schema to serve."""
+
+    name: str
+    features: pd.DataFrame
+    """Columns renamed to their ONNX tensor names; categoricals as str with "" for missing."""
+    y: npt.NDArray[Any]
+    """Class indices (int64) for classification, float64 for regression."""
+    task: Task
+    classes: list[Any]
+    columns: list[ColumnSpec]
+    dropped: list[DroppedColumn]
+    fingerprint: DatasetFingerprint
+    notes: list[str] = field(default_factory=list)
+
+
+def load_bundled(name: str) -> tuple[pd.DataFrame, str]:
+    """A dataset that ships inside scikit-learn (nothing is downloaded), with its target column name."""
+    from sklearn import datasets
+
+    loaders = {
+        "breast_cancer": datasets.load_breast_cancer,
+        "wine": datasets.load_wine,
+        "digits": datasets.load_digits,
+        "iris": datasets.load_iris,
+        "diabetes": datasets.load_diabetes,
+    }
+    if name not in loaders:
+        raise BuildError(f"--dataset: unknown dataset {name!r}; expected one of {', '.join(BUNDLED_DATASETS)}")
+    bunch = loaders[name](as_frame=True)
+    frame = bunch.frame.copy()
+    if name != "diabetes":
+        # Readable class labels ("malignant", "benign") instead of bare indices.
+        names = list(bunch.target_names)
+        frame["target"] = [str(names[int(i)]) for i in frame["target"]]
+    return frame, "target"
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, str]:
+    """Read CSV or Parquet; returns the frame and the sha256 of the file's bytes."""
+    if not path.is_file():
+        raise BuildError(f"--data: {path}: no such file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise BuildError(f"--data: {path}: the file is empty")
+    digest = hashlib.sha256(raw).hexdigest()
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(io.BytesIO(raw))
+        elif suffix in (".csv", ".txt", ".tsv", ""):
+            frame = pd.read_csv(io.BytesIO(raw), sep=None if suffix == ".tsv" else ",", engine="python")
+        else:
+            raise BuildError(f"--data: {path}: expected a .csv or .parquet file, got {suffix!r}")
+    except BuildError:
+        raise
+    except Exception as exc:  # pandas raises many types; the user needs the file and the reason
+        raise BuildError(f"--data: {path}: cannot read as {suffix or 'csv'}: {exc}".splitlines()[0]) from exc
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise BuildError(f"--data: {path}: no rows or no columns")
+    return frame, digest
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A stable fingerprint of an in-memory table (used for bundled datasets)."""
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+
+
+def tensor_names(columns: list[str]) -> dict[str, str]:
+    """ONNX-safe, unique input names for raw column names ("mean radius" -> "mean_radius")."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for col in columns:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", str(col)).strip("_") or "col"
+        if not re.match(r"[A-Za-z_]", base):
+            base = f"c_{base}"
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}_{n}"
+        used.add(name)
+        out[col] = name
+    return out
+
+
+def _drop_reason(series: pd.Series, n_rows: int) -> str | None:
+    non_null = series.dropna()
+    if non_null.empty:
+        return "every value is missing"
+    if non_null.nunique() <= 1:
+        return "constant (one distinct value)"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime columns are not supported; derive numeric features first"
+    name = str(series.name).strip().lower()
+    unique = non_null.nunique() == len(non_null) == n_rows
+    if pd.api.types.is_integer_dtype(series) and unique:
+        values = np.sort(non_null.to_numpy())
+        if values[-1] - values[0] == n_rows - 1:
+            return "index column (unique consecutive integers)"
+    if unique and (name in {"id", "index", "uuid", "key"} or name.startswith("unnamed")):
+        return "identifier (every value unique)"
+    if not pd.api.types.is_numeric_dtype(series):
+        if unique and n_rows > 20:
+            return "identifier-like text (every value unique)"
+        if non_null.nunique() > MAX_CATEGORIES:
+            return f"high-cardinality text ({non_null.nunique()} distinct values > {MAX_CATEGORIES})"
+    return None
+
+
+def _decide_task(target: pd.Series, requested: str, column: str) -> Task:
+    numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
+    n_classes = target.nunique()
+    if requested == "regression":
+        if not numeric:
+            raise BuildError(
+                f"--target {column!r}: expected a numeric target for regression, got text values "
+                f"such as {target.iloc[0]!r}"
+            )
+        return "regression"
+    if requested == "auto":
+        integral = numeric and bool(np.all(np.mod(target.to_numpy(dtype=float), 1) == 0))
+        if numeric and not (integral and n_classes <= 20):
+            return "regression"
+    if n_classes < 2:
+        raise BuildError(f"--target {column!r}: expected at least 2 classes, got 1 ({target.iloc[0]!r})")
+    if n_classes > MAX_CLASSES:
+        raise BuildError(f"--target {column!r}: expected at most {MAX_CLASSES} classes, got {n_classes}")
+    if requested == "binary" and n_classes != 2:
+        raise BuildError(f"--task binary: expected 2 classes in {column!r}, got {n_classes}")
+    if requested == "multiclass" and n_classes < 3:
+        raise BuildError(f"--task multiclass: expected 3 or more classes in {column!r}, got {n_classes}")
+    return "binary" if n_classes == 2 else "multiclass"
+
+
+def _class_label(value: Any) -> Any:
+    """Class labels as plain JSON values (numpy scalars become Python ones)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str, digest: str) -> Table:
+    """Validate the target, drop useless columns, type the rest and encode the target."""
+    if target not in frame.columns:
+        cols = ", ".join(map(str, frame.columns[:20]))
+        raise BuildError(f"--target: column {target!r} not found; columns are: {cols}")
+    notes: list[str] = []
+    missing_target = int(frame[target].isna().sum())
+    if missing_target:
+        frame = frame[frame[target].notna()].reset_index(drop=True)
+        notes.append(f"dropped {missing_target} rows with a missing target")
+    y_raw = frame[target]
+    if len(frame) < MIN_ROWS:
+        raise BuildError(f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}")
+    chosen: Task = _decide_task(y_raw, task, target)
+
+    if chosen == "regression":
+        y = y_raw.to_numpy(dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise BuildError(f"--target {target!r}: expected finite numbers, found infinity")
+        classes: list[Any] = []
+    else:
+        labels = y_raw.astype(str) if not pd.api.types.is_numeric_dtype(y_raw) else y_raw
+        uniques = sorted(pd.unique(labels).tolist())
+        counts = labels.value_counts()
+        rare = counts[counts < MIN_CLASS_ROWS]
+        if len(rare):
+            raise BuildError(
+                f"--target {target!r}: expected at least {MIN_CLASS_ROWS} rows per class, got "
+                + ", ".join(f"{k!r}: {v}" for k, v in rare.items())
+            )
+        index = {v: i for i, v in enumerate(uniques)}
+        y = labels.map(index).to_numpy(dtype=np.int64)
+        classes = [_class_label(v) for v in uniques]
+
+    features = frame.drop(columns=[target])
+    dropped: list[DroppedColumn] = []
+    keep: list[str] = []
+    for col in features.columns:
+        reason = _drop_reason(features[col], len(features))
+        if reason:
+            dropped.append(DroppedColumn(name=str(col), reason=reason))
+        else:
+            keep.append(col)
+    if not keep:
+        raise BuildError(f"--data: no usable feature columns (dropped: {', '.join(d.name for d in dropped)})")
+    names = tensor_names(keep)
+    columns: list[ColumnSpec] = []
+    typed: dict[str, pd.Series] = {}
+    for col in keep:
+        series = features[col]
+        missing = int(series.isna().sum())
+        if pd.api.types.is_numeric_dtype(series):
+            values = series.astype("float64")
+            if np.isinf(values.to_numpy()).any():
+                raise BuildError(f"--data: column {col!r}: expected finite numbers, found infinity")
+            typed[names[col]] = values.astype("float32")
+            columns.append(ColumnSpec(name=str(col), tensor=names[col], kind="numeric", missing_in_training=missing))
+        else:
+            text = series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
+            typed[names[col]] = text.astype(object)
+            cats = sorted(c for c in text.unique().tolist() if c != "")
+            columns.append(
+                ColumnSpec(
+                    name=str(col), tensor=names[col], kind="categorical", categories=cats, missing_in_training=missing
+                )
+            )
+    clean = pd.DataFrame(typed)
+    fingerprint = DatasetFingerprint(
+        source=source, sha256=digest, rows=len(frame), columns=frame.shape[1], target=target
+    )
+    return Table(
+        name=name, features=clean, y=y, task=chosen, classes=classes, columns=columns,
+        dropped=dropped, fingerprint=fingerprint, notes=notes,
+    )

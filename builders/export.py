@@ -1,0 +1,138 @@
+"""ONNX export with skl2onnx (plain tensor outputs, one opset for all) and the parity check.
+
+skl2onnx has no converter for scikit-learn's Dummy* baselines; we register small ones here: the
+graph ignores its input's values and broadcasts the training prior (or mean) to every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from skl2onnx.common.shape_calculator import (
+    calculate_linear_classifier_output_shapes,
+    calculate_linear_regressor_output_shapes,
+)
+from sklearn.base import BaseEstimator
+from sklearn.dummy import DummyClassifier, DummyRegressor
+
+from service.manifest import ColumnSpec, ParityRecord
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+"""One opset for every graph, so members can later be merged into one."""
+PROBA_TOLERANCE = 1e-4
+"""Largest allowed |P_onnx - P_sklearn|; float32 arithmetic stays well inside this except where noted."""
+FAMILY_TOLERANCE = {"naive_bayes": 2e-2}
+"""GaussianNB's float32 log-likelihoods differ by up to 1e-2 in probability on some data."""
+REGRESSION_RTOL = 1e-4
+
+
+def _zeros_column(scope: Any, container: Any, x_name: str) -> str:
+    """A (N, 1) float tensor of zeros shaped like the input's rows."""
+    first = scope.get_unique_variable_name("first_col")
+    zero = scope.get_unique_variable_name("zero")
+    out = scope.get_unique_variable_name("zeros")
+    starts = scope.get_unique_variable_name("starts")
+    ends = scope.get_unique_variable_name("ends")
+    axes = scope.get_unique_variable_name("axes")
+    container.add_initializer(starts, onnx.TensorProto.INT64, [1], [0])
+    container.add_initializer(ends, onnx.TensorProto.INT64, [1], [1])
+    container.add_initializer(axes, onnx.TensorProto.INT64, [1], [1])
+    container.add_initializer(zero, onnx.TensorProto.FLOAT, [], [0.0])
+    container.add_node("Slice", [x_name, starts, ends, axes], first, name=scope.get_unique_operator_name("Slice"))
+    container.add_node("Mul", [first, zero], out, name=scope.get_unique_operator_name("Mul"))
+    return out
+
+
+def _convert_dummy_classifier(scope: Any, operator: Any, container: Any) -> None:
+    model: DummyClassifier = operator.raw_operator
+    if model.strategy != "prior":
+        raise NotImplementedError(f"DummyClassifier(strategy={model.strategy!r}): only 'prior' converts")
+    prior = np.asarray(model.class_prior_, dtype=np.float32).reshape(1, -1)
+    prior_name = scope.get_unique_variable_name("prior")
+    container.add_initializer(prior_name, onnx.TensorProto.FLOAT, list(prior.shape), prior.ravel().tolist())
+    zeros = _zeros_column(scope, container, operator.inputs[0].full_name)
+    container.add_node("Add", [zeros, prior_name], operator.outputs[1].full_name,
+                       name=scope.get_unique_operator_name("Add"))
+    container.add_node("ArgMax", [operator.outputs[1].full_name], operator.outputs[0].full_name,
+                       name=scope.get_unique_operator_name("ArgMax"), axis=1, keepdims=0)
+
+
+def _convert_dummy_regressor(scope: Any, operator: Any, container: Any) -> None:
+    model: DummyRegressor = operator.raw_operator
+    if model.strategy != "mean":
+        raise NotImplementedError(f"DummyRegressor(strategy={model.strategy!r}): only 'mean' converts")
+    const = np.asarray(model.constant_, dtype=np.float32).reshape(1, -1)
+    name = scope.get_unique_variable_name("mean")
+    container.add_initializer(name, onnx.TensorProto.FLOAT, list(const.shape), const.ravel().tolist())
+    zeros = _zeros_column(scope, container, operator.inputs[0].full_name)
+    container.add_node("Add", [zeros, name], operator.outputs[0].full_name, name=scope.get_unique_operator_name("Add"))
+
+
+update_registered_converter(
+    DummyClassifier, "GatewayDummyClassifier", calculate_linear_classifier_output_shapes,
+    _convert_dummy_classifier, options={"zipmap": [True, False, "columns"], "nocl": [True, False]},
+)
+update_registered_converter(
+    DummyRegressor, "GatewayDummyRegressor", calculate_linear_regressor_output_shapes, _convert_dummy_regressor
+)
+
+
+def initial_types(columns: Sequence[ColumnSpec]) -> list[tuple[str, Any]]:
+    """One [N, 1] input per raw column: float32 for numbers, string for categories."""
+    return [
+        (c.tensor, FloatTensorType([None, 1]) if c.kind == "numeric" else StringTensorType([None, 1]))
+        for c in columns
+    ]
+
+
+def to_onnx(model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: bool, name: str) -> onnx.ModelProto:
+    """Convert with plain tensor outputs (label + probabilities, or variable)."""
+    options = {"zipmap": False} if classifier else None
+    onx = convert_sklearn(
+        model, name=name, initial_types=inputs, target_opset=TARGET_OPSET,
+        options={id(model): options} if options else None,
+    )
+    outputs = [o.name for o in onx.graph.output]
+    expected = ["label", "probabilities"] if classifier else ["variable"]
+    if outputs != expected:
+        raise ValueError(f"{name}: expected ONNX outputs {expected}, got {outputs}")
+    onx.doc_string = f"ensemble-gateway {name}"
+    return onx
+
+
+def check_classifier_parity(
+    sk_proba: npt.NDArray[Any], sk_label: npt.NDArray[Any], ort_proba: npt.NDArray[Any],
+    ort_label: npt.NDArray[Any], tolerance: float,
+) -> ParityRecord:
+    """Labels must agree except where scikit-learn's top two probabilities tie within ``tolerance``."""
+    diff = float(np.max(np.abs(sk_proba - ort_proba))) if sk_proba.size else 0.0
+    mismatch = np.asarray(sk_label) != np.asarray(ort_label)
+    top2 = np.sort(sk_proba, axis=1)[:, -2:]
+    near_tie = (top2[:, 1] - top2[:, 0]) <= tolerance
+    ties = int(np.sum(mismatch & near_tie))
+    bad = int(np.sum(mismatch & ~near_tie))
+    passed = bad == 0 and diff <= tolerance
+    reason = "" if passed else (
+        f"{bad} labels differ beyond ties" if bad else f"max |dP| {diff:.2e} > tolerance {tolerance:.0e}"
+    )
+    return ParityRecord(
+        rows=len(sk_label), passed=passed, tolerance=tolerance, label_mismatches=bad, tie_mismatches=ties,
+        max_abs_diff=diff, reason=reason,
+    )
+
+
+def check_regressor_parity(sk_pred: npt.NDArray[Any], ort_pred: npt.NDArray[Any], scale: float) -> ParityRecord:
+    """Predictions must agree within REGRESSION_RTOL of the target's scale (its standard deviation)."""
+    tolerance = REGRESSION_RTOL * max(scale, 1e-12)
+    diff = float(np.max(np.abs(np.ravel(sk_pred) - np.ravel(ort_pred)))) if len(sk_pred) else 0.0
+    passed = diff <= tolerance
+    return ParityRecord(
+        rows=len(sk_pred), passed=passed, tolerance=tolerance, max_abs_diff=diff,
+        reason="" if passed else f"max |dy| {diff:.3g} > tolerance {tolerance:.3g}",
+    )

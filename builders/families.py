@@ -1,0 +1,125 @@
+"""The candidate families, each with its search space and the assumptions a user should know.
+
+Every family gets the same search budget (trials, CV folds, seed); see builders/search.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scipy.stats import loguniform, randint
+from sklearn.base import BaseEstimator
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from builders.errors import BuildError
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: how to make it, what to search, whether its inputs need scaling."""
+
+    name: str
+    make: Callable[[int], BaseEstimator]
+    space: dict[str, Any]
+    scale: bool
+    """Linear, distance and neural models need scaled inputs; trees must not get them (float32 scaling
+    moves values across split thresholds and breaks ONNX parity)."""
+    assumptions: str
+    role: str = ""
+    """"baseline" (the dummy), "simplest" (the first real model every gain is measured against), or ""."""
+
+
+_TREE_SPACE = {
+    "max_depth": [2, 3, 4, 6, 8, 12, None],
+    "min_samples_leaf": randint(1, 20),
+}
+_FOREST_SPACE = {
+    "n_estimators": [50, 100, 150],
+    "max_depth": [4, 8, 12, None],
+    "max_features": ["sqrt", 0.5, 1.0],
+    "min_samples_leaf": randint(1, 10),
+}
+_HGB_SPACE = {
+    "learning_rate": loguniform(0.02, 0.3),
+    "max_leaf_nodes": [7, 15, 31],
+    "max_iter": [50, 100, 200],
+    "l2_regularization": loguniform(1e-4, 1.0),
+}
+_MLP_SPACE = {
+    "hidden_layer_sizes": [(16,), (32,), (64,), (32, 16)],
+    "alpha": loguniform(1e-5, 1e-1),
+    "learning_rate_init": loguniform(1e-3, 2e-2),
+}
+_KNN_SPACE = {"n_neighbors": randint(1, 30), "weights": ["uniform", "distance"]}
+
+CLASSIFIERS: tuple[Family, ...] = (
+    Family("dummy", lambda s: DummyClassifier(strategy="prior"), {}, False,
+           "predicts the training class frequencies: the floor every model must beat", role="baseline"),
+    Family("logreg", lambda s: LogisticRegression(max_iter=2000), {"C": loguniform(1e-3, 1e2)}, True,
+           "linear decision boundary in the (one-hot, scaled) features", role="simplest"),
+    Family("naive_bayes", lambda s: GaussianNB(), {"var_smoothing": loguniform(1e-11, 1e-5)}, False,
+           "features conditionally independent and normal given the class"),
+    Family("knn", lambda s: KNeighborsClassifier(), _KNN_SPACE, True,
+           "similar rows share labels; distances are meaningful after scaling"),
+    Family("tree", lambda s: DecisionTreeClassifier(random_state=s), _TREE_SPACE, False,
+           "axis-aligned splits; high variance, interpretable"),
+    Family("random_forest", lambda s: RandomForestClassifier(random_state=s, n_jobs=1), _FOREST_SPACE, False,
+           "bagged trees with feature randomness: reduces the variance of single trees"),
+    Family("extra_trees", lambda s: ExtraTreesClassifier(random_state=s, n_jobs=1), _FOREST_SPACE, False,
+           "randomised split thresholds: even lower variance than a forest, slightly more bias"),
+    Family("hist_gb", lambda s: HistGradientBoostingClassifier(random_state=s), _HGB_SPACE, False,
+           "boosting: trees fit sequentially to the previous mistakes; strong on tabular data"),
+    Family("mlp", lambda s: MLPClassifier(max_iter=400, random_state=s), _MLP_SPACE, True,
+           "smooth non-linear function of scaled inputs; needs more data than trees"),
+)
+
+REGRESSORS: tuple[Family, ...] = (
+    Family("dummy", lambda s: DummyRegressor(strategy="mean"), {}, False,
+           "predicts the training mean: the floor every model must beat", role="baseline"),
+    Family("ridge", lambda s: Ridge(), {"alpha": loguniform(1e-3, 1e3)}, True,
+           "linear in the (one-hot, scaled) features", role="simplest"),
+    Family("knn", lambda s: KNeighborsRegressor(), _KNN_SPACE, True,
+           "similar rows have similar targets; distances are meaningful after scaling"),
+    Family("tree", lambda s: DecisionTreeRegressor(random_state=s), _TREE_SPACE, False,
+           "axis-aligned splits; piecewise-constant, high variance"),
+    Family("random_forest", lambda s: RandomForestRegressor(random_state=s, n_jobs=1), _FOREST_SPACE, False,
+           "bagged trees with feature randomness: reduces the variance of single trees"),
+    Family("hist_gb", lambda s: HistGradientBoostingRegressor(random_state=s), _HGB_SPACE, False,
+           "boosting: trees fit sequentially to the previous residuals"),
+    Family("mlp", lambda s: MLPRegressor(max_iter=600, random_state=s), _MLP_SPACE, True,
+           "smooth non-linear function of scaled inputs; needs more data than trees"),
+)
+
+
+def families_for(task: str, names: list[str] | None) -> list[Family]:
+    """The families to train; the baseline and the simplest model are always included."""
+    pool = REGRESSORS if task == "regression" else CLASSIFIERS
+    by_name = {f.name: f for f in pool}
+    if not names:
+        return list(pool)
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise BuildError(
+            f"--families: unknown family {unknown[0]!r} for {task}; expected some of {', '.join(by_name)}"
+        )
+    required = {f.name for f in pool if f.role}
+    return [f for f in pool if f.name in set(names) | required]
+
+
+def all_family_names() -> set[str]:
+    """Every family name known for any task (for validating --families before reading data)."""
+    return {f.name for f in CLASSIFIERS + REGRESSORS}
