@@ -57,7 +57,9 @@ def load_bundled(name: str) -> tuple[pd.DataFrame, str]:
         "diabetes": datasets.load_diabetes,
     }
     if name not in loaders:
-        raise BuildError(f"--dataset: unknown dataset {name!r}; expected one of {', '.join(BUNDLED_DATASETS)}")
+        raise BuildError(
+            f"--dataset: unknown dataset {name!r}; expected one of {', '.join(BUNDLED_DATASETS)}"
+        )
     bunch = loaders[name](as_frame=True)
     frame = bunch.frame.copy()
     if name != "diabetes":
@@ -182,7 +184,9 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
         notes.append(f"dropped {missing_target} rows with a missing target")
     y_raw = frame[target]
     if len(frame) < MIN_ROWS:
-        raise BuildError(f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}")
+        raise BuildError(
+            f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}"
+        )
     chosen: Task = _decide_task(y_raw, task, target)
 
     if chosen == "regression":
@@ -226,14 +230,20 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
             if np.isinf(values.to_numpy()).any():
                 raise BuildError(f"--data: column {col!r}: expected finite numbers, found infinity")
             typed[names[col]] = values.astype("float32")
-            columns.append(ColumnSpec(name=str(col), tensor=names[col], kind="numeric", missing_in_training=missing))
+            columns.append(
+                ColumnSpec(name=str(col), tensor=names[col], kind="numeric", missing_in_training=missing)
+            )
         else:
             text = series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
             typed[names[col]] = text.astype(object)
             cats = sorted(c for c in text.unique().tolist() if c != "")
             columns.append(
                 ColumnSpec(
-                    name=str(col), tensor=names[col], kind="categorical", categories=cats, missing_in_training=missing
+                    name=str(col),
+                    tensor=names[col],
+                    kind="categorical",
+                    categories=cats,
+                    missing_in_training=missing,
                 )
             )
     clean = pd.DataFrame(typed)
@@ -241,6 +251,13 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
         source=source, sha256=digest, rows=len(frame), columns=frame.shape[1], target=target
     )
     return Table(
-        name=name, features=clean, y=y, task=chosen, classes=classes, columns=columns,
-        dropped=dropped, fingerprint=fingerprint, notes=notes,
+        name=name,
+        features=clean,
+        y=y,
+        task=chosen,
+        classes=classes,
+        columns=columns,
+        dropped=dropped,
+        fingerprint=fingerprint,
+        notes=notes,
     )

@@ -44,7 +44,9 @@ def _zeros_column(scope: Any, container: Any, x_name: str) -> str:
     container.add_initializer(ends, onnx.TensorProto.INT64, [1], [1])
     container.add_initializer(axes, onnx.TensorProto.INT64, [1], [1])
     container.add_initializer(zero, onnx.TensorProto.FLOAT, [], [0.0])
-    container.add_node("Slice", [x_name, starts, ends, axes], first, name=scope.get_unique_operator_name("Slice"))
+    container.add_node(
+        "Slice", [x_name, starts, ends, axes], first, name=scope.get_unique_operator_name("Slice")
+    )
     container.add_node("Mul", [first, zero], out, name=scope.get_unique_operator_name("Mul"))
     return out
 
@@ -57,10 +59,17 @@ def _convert_dummy_classifier(scope: Any, operator: Any, container: Any) -> None
     prior_name = scope.get_unique_variable_name("prior")
     container.add_initializer(prior_name, onnx.TensorProto.FLOAT, list(prior.shape), prior.ravel().tolist())
     zeros = _zeros_column(scope, container, operator.inputs[0].full_name)
-    container.add_node("Add", [zeros, prior_name], operator.outputs[1].full_name,
-                       name=scope.get_unique_operator_name("Add"))
-    container.add_node("ArgMax", [operator.outputs[1].full_name], operator.outputs[0].full_name,
-                       name=scope.get_unique_operator_name("ArgMax"), axis=1, keepdims=0)
+    container.add_node(
+        "Add", [zeros, prior_name], operator.outputs[1].full_name, name=scope.get_unique_operator_name("Add")
+    )
+    container.add_node(
+        "ArgMax",
+        [operator.outputs[1].full_name],
+        operator.outputs[0].full_name,
+        name=scope.get_unique_operator_name("ArgMax"),
+        axis=1,
+        keepdims=0,
+    )
 
 
 def _convert_dummy_regressor(scope: Any, operator: Any, container: Any) -> None:
@@ -71,15 +80,23 @@ def _convert_dummy_regressor(scope: Any, operator: Any, container: Any) -> None:
     name = scope.get_unique_variable_name("mean")
     container.add_initializer(name, onnx.TensorProto.FLOAT, list(const.shape), const.ravel().tolist())
     zeros = _zeros_column(scope, container, operator.inputs[0].full_name)
-    container.add_node("Add", [zeros, name], operator.outputs[0].full_name, name=scope.get_unique_operator_name("Add"))
+    container.add_node(
+        "Add", [zeros, name], operator.outputs[0].full_name, name=scope.get_unique_operator_name("Add")
+    )
 
 
 update_registered_converter(
-    DummyClassifier, "GatewayDummyClassifier", calculate_linear_classifier_output_shapes,
-    _convert_dummy_classifier, options={"zipmap": [True, False, "columns"], "nocl": [True, False]},
+    DummyClassifier,
+    "GatewayDummyClassifier",
+    calculate_linear_classifier_output_shapes,
+    _convert_dummy_classifier,
+    options={"zipmap": [True, False, "columns"], "nocl": [True, False]},
 )
 update_registered_converter(
-    DummyRegressor, "GatewayDummyRegressor", calculate_linear_regressor_output_shapes, _convert_dummy_regressor
+    DummyRegressor,
+    "GatewayDummyRegressor",
+    calculate_linear_regressor_output_shapes,
+    _convert_dummy_regressor,
 )
 
 
@@ -91,11 +108,16 @@ def initial_types(columns: Sequence[ColumnSpec]) -> list[tuple[str, Any]]:
     ]
 
 
-def to_onnx(model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: bool, name: str) -> onnx.ModelProto:
+def to_onnx(
+    model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: bool, name: str
+) -> onnx.ModelProto:
     """Convert with plain tensor outputs (label + probabilities, or variable)."""
     options = {"zipmap": False} if classifier else None
     onx = convert_sklearn(
-        model, name=name, initial_types=inputs, target_opset=TARGET_OPSET,
+        model,
+        name=name,
+        initial_types=inputs,
+        target_opset=TARGET_OPSET,
         options={id(model): options} if options else None,
     )
     outputs = [o.name for o in onx.graph.output]
@@ -107,8 +129,11 @@ def to_onnx(model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: boo
 
 
 def check_classifier_parity(
-    sk_proba: npt.NDArray[Any], sk_label: npt.NDArray[Any], ort_proba: npt.NDArray[Any],
-    ort_label: npt.NDArray[Any], tolerance: float,
+    sk_proba: npt.NDArray[Any],
+    sk_label: npt.NDArray[Any],
+    ort_proba: npt.NDArray[Any],
+    ort_label: npt.NDArray[Any],
+    tolerance: float,
 ) -> ParityRecord:
     """Labels must agree except where scikit-learn's top two probabilities tie within ``tolerance``."""
     diff = float(np.max(np.abs(sk_proba - ort_proba))) if sk_proba.size else 0.0
@@ -118,21 +143,35 @@ def check_classifier_parity(
     ties = int(np.sum(mismatch & near_tie))
     bad = int(np.sum(mismatch & ~near_tie))
     passed = bad == 0 and diff <= tolerance
-    reason = "" if passed else (
-        f"{bad} labels differ beyond ties" if bad else f"max |dP| {diff:.2e} > tolerance {tolerance:.0e}"
+    reason = (
+        ""
+        if passed
+        else (
+            f"{bad} labels differ beyond ties" if bad else f"max |dP| {diff:.2e} > tolerance {tolerance:.0e}"
+        )
     )
     return ParityRecord(
-        rows=len(sk_label), passed=passed, tolerance=tolerance, label_mismatches=bad, tie_mismatches=ties,
-        max_abs_diff=diff, reason=reason,
+        rows=len(sk_label),
+        passed=passed,
+        tolerance=tolerance,
+        label_mismatches=bad,
+        tie_mismatches=ties,
+        max_abs_diff=diff,
+        reason=reason,
     )
 
 
-def check_regressor_parity(sk_pred: npt.NDArray[Any], ort_pred: npt.NDArray[Any], scale: float) -> ParityRecord:
+def check_regressor_parity(
+    sk_pred: npt.NDArray[Any], ort_pred: npt.NDArray[Any], scale: float
+) -> ParityRecord:
     """Predictions must agree within REGRESSION_RTOL of the target's scale (its standard deviation)."""
     tolerance = REGRESSION_RTOL * max(scale, 1e-12)
     diff = float(np.max(np.abs(np.ravel(sk_pred) - np.ravel(ort_pred)))) if len(sk_pred) else 0.0
     passed = diff <= tolerance
     return ParityRecord(
-        rows=len(sk_pred), passed=passed, tolerance=tolerance, max_abs_diff=diff,
+        rows=len(sk_pred),
+        passed=passed,
+        tolerance=tolerance,
+        max_abs_diff=diff,
         reason="" if passed else f"max |dy| {diff:.3g} > tolerance {tolerance:.3g}",
     )

@@ -31,9 +31,12 @@ def make_pipeline(family: Family, columns: Sequence[ColumnSpec], seed: int) -> P
                 Pipeline(
                     [
                         # skl2onnx's string imputer needs "" as the missing marker, not NaN.
-                        ("impute", SimpleImputer(
-                            strategy="constant", missing_values=MISSING_CATEGORY, fill_value="__missing__"
-                        )),
+                        (
+                            "impute",
+                            SimpleImputer(
+                                strategy="constant", missing_values=MISSING_CATEGORY, fill_value="__missing__"
+                            ),
+                        ),
                         ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
                     ]
                 ),

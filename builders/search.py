@@ -65,15 +65,27 @@ def search(
         warnings.simplefilter("ignore", ConvergenceWarning)
         grid = {f"model__{k}": v for k, v in space.items()}
         searcher = RandomizedSearchCV(
-            pipeline, grid, n_iter=trials, cv=cv,
-            scoring=scoring_for(task), random_state=seed, n_jobs=n_jobs, refit=True, error_score="raise",
+            pipeline,
+            grid,
+            n_iter=trials,
+            cv=cv,
+            scoring=scoring_for(task),
+            random_state=seed,
+            n_jobs=n_jobs,
+            refit=True,
+            error_score="raise",
         )
         searcher.fit(x, y)
     seconds = time.perf_counter() - started
     params = {k.removeprefix("model__"): _jsonable(v) for k, v in searcher.best_params_.items()}
     record = SearchRecord(
-        budget_trials=budget, trials_run=len(searcher.cv_results_["params"]), cv_folds=folds, seed=seed,
-        seconds=round(seconds, 3), best_cv_score=float(searcher.best_score_), scoring=scoring_for(task),
+        budget_trials=budget,
+        trials_run=len(searcher.cv_results_["params"]),
+        cv_folds=folds,
+        seed=seed,
+        seconds=round(seconds, 3),
+        best_cv_score=float(searcher.best_score_),
+        scoring=scoring_for(task),
     )
     return searcher.best_estimator_, params, record
 
@@ -87,7 +99,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def learning_points(
-    pipeline: Pipeline, x: pd.DataFrame, y: npt.NDArray[Any], *, task: str, cv: BaseCrossValidator, n_jobs: int
+    pipeline: Pipeline,
+    x: pd.DataFrame,
+    y: npt.NDArray[Any],
+    *,
+    task: str,
+    cv: BaseCrossValidator,
+    n_jobs: int,
 ) -> tuple[list[LearningPoint], bool]:
     """CV score of the tuned configuration at growing training sizes, and whether it still improves.
 
@@ -97,8 +115,15 @@ def learning_points(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         sizes, _, test_scores = learning_curve(
-            clone(pipeline), x, y, train_sizes=list(LEARNING_SIZES), cv=cv, scoring=scoring_for(task),
-            n_jobs=n_jobs, shuffle=True, random_state=0,
+            clone(pipeline),
+            x,
+            y,
+            train_sizes=list(LEARNING_SIZES),
+            cv=cv,
+            scoring=scoring_for(task),
+            n_jobs=n_jobs,
+            shuffle=True,
+            random_state=0,
         )
     means = test_scores.mean(axis=1)
     stds = test_scores.std(axis=1)

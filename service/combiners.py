@@ -14,6 +14,7 @@ numpy only: the serving image must not need scikit-learn.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ def _weights(weights: Sequence[float] | None, n_members: int) -> npt.NDArray[np.
 
 
 def hard_vote(
-    labels: Sequence[IntArray] | IntArray, n_classes: int, weights: Sequence[float] | None = None
+    labels: Sequence[Any] | IntArray, n_classes: int, weights: Sequence[float] | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Weighted majority vote over class indices.
 
@@ -56,7 +57,7 @@ def hard_vote(
 
 
 def soft_average(
-    probabilities: Sequence[FloatArray] | FloatArray, weights: Sequence[float] | None = None
+    probabilities: Sequence[Any] | FloatArray, weights: Sequence[float] | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Weighted mean of member probabilities, (members, rows, classes) -> (labels, probabilities)."""
     proba = np.asarray(probabilities, dtype=np.float64)
@@ -67,7 +68,7 @@ def soft_average(
     return avg.argmax(axis=1).astype(np.int64), avg
 
 
-def mean(values: Sequence[FloatArray] | FloatArray, weights: Sequence[float] | None = None) -> FloatArray:
+def mean(values: Sequence[Any] | FloatArray, weights: Sequence[float] | None = None) -> FloatArray:
     """Weighted mean of member regression outputs, (members, rows) -> (rows,)."""
     vals = np.asarray(values, dtype=np.float64)
     if vals.ndim == 3 and vals.shape[2] == 1:
@@ -78,7 +79,7 @@ def mean(values: Sequence[FloatArray] | FloatArray, weights: Sequence[float] | N
     return np.tensordot(w / w.sum(), vals, axes=1)
 
 
-def stack_features(outputs: Sequence[FloatArray] | FloatArray, task: str) -> npt.NDArray[np.float32]:
+def stack_features(outputs: Sequence[Any] | FloatArray, task: str) -> npt.NDArray[np.float32]:
     """The meta-model's input: member outputs side by side, (rows, features), float32.
 
     ``outputs`` is (members, rows, classes) of probabilities for classification, or

@@ -32,6 +32,8 @@ def column_tensor(spec: ColumnSpec, values: Sequence[Any] | npt.NDArray[Any]) ->
     return out
 
 
-def make_feeds(columns: Sequence[ColumnSpec], data: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]]:
+def make_feeds(
+    columns: Sequence[ColumnSpec], data: Mapping[str, Sequence[Any]]
+) -> dict[str, npt.NDArray[Any]]:
     """Feeds keyed by ONNX input name from column values keyed by column name."""
     return {spec.tensor: column_tensor(spec, data[spec.name]) for spec in columns}

@@ -203,7 +203,7 @@ class Routing(_Strict):
 class Manifest(_Strict):
     """The whole repository version: schema, members, ensembles, routing, provenance."""
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1] = 1
     name: Name
     version: int
     created_at: str

@@ -1,0 +1,82 @@
+"""`gateway build`: arguments, live progress lines and the final leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `gateway build`."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="CSV or Parquet table")
+    src.add_argument(
+        "--dataset", help="a dataset bundled with scikit-learn: breast_cancer, wine, digits, iris, diabetes"
+    )
+    parser.add_argument("--target", help="target column (bundled datasets: 'target')")
+    parser.add_argument("--task", choices=["auto", "binary", "multiclass", "regression"], default="auto")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="repository root (default: models)")
+    parser.add_argument("--name", help="model name in the repository (default: dataset or file name)")
+    parser.add_argument("--budget", type=int, default=8, help="search trials per family (same for all)")
+    parser.add_argument("--families", nargs="+", help="families to train (baseline and simplest always run)")
+    parser.add_argument("--fp-cost", type=float, help="cost of a false positive (binary; with --fn-cost)")
+    parser.add_argument("--fn-cost", type=float, help="cost of a false negative (binary; with --fp-cost)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cv-folds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel fits (default 2)")
+    parser.add_argument("--no-learning-curves", action="store_true", help="skip learning curves (faster)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a build; BuildError exits 2 with one line and nothing written."""
+    from builders.build import BuildOptions, run_build
+    from builders.errors import BuildError
+    from builders.report import leaderboard_rows
+
+    console = Console(stderr=False, highlight=False)
+    opts = BuildOptions(
+        target=args.target,
+        data=args.data,
+        dataset=args.dataset,
+        task=args.task,
+        out=args.out,
+        name=args.name,
+        budget=args.budget,
+        families=args.families,
+        fp_cost=args.fp_cost,
+        fn_cost=args.fn_cost,
+        seed=args.seed,
+        cv_folds=args.cv_folds,
+        n_jobs=args.jobs,
+        learning_curves=not args.no_learning_curves,
+    )
+    try:
+        result = run_build(opts, progress=lambda msg: console.print(msg, markup=False))
+    except BuildError as exc:
+        print(f"gateway build: error: {exc}", file=sys.stderr)
+        return 2
+    ok = [m for m in result.models if not m.excluded]
+    manifest = result.manifest
+    header, rows = leaderboard_rows(
+        ok,
+        manifest.primary_metric,
+        manifest.task,
+        result.extras.get("simplest"),
+        manifest.routing.champion,
+    )
+    # The terminal gets the essentials; report.md/html have every column.
+    keep = [i for i, h in enumerate(header) if h not in {"batch µs/row", "train s", "f1"}]
+    board = Table(title=f"Leaderboard: {manifest.name} v{manifest.version} (test split)")
+    for i in keep:
+        board.add_column(header[i])
+    for r in rows:
+        board.add_row(*(r[i] for i in keep))
+    console.print(board)
+    console.print(
+        f"wrote {result.path} in {result.seconds:.1f}s; report: {result.path / 'report.html'}", markup=False
+    )
+    return 0

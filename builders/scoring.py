@@ -1,0 +1,163 @@
+"""Offline metrics, the cost-based decision threshold, the Pareto front and the champion rule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
+
+from service.combiners import apply_threshold
+
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+    "roc_auc": True,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "cost": False,
+}
+
+
+def primary_metric(task: str) -> str:
+    """The metric the leaderboard, ensemble weights and champion rule use."""
+    return "rmse" if task == "regression" else "accuracy"
+
+
+def classification_metrics(
+    y: npt.NDArray[Any],
+    proba: npt.NDArray[Any],
+    labels: npt.NDArray[Any],
+    n_classes: int,
+    costs: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """Accuracy and F1 of the served labels; log loss and ROC AUC of the probabilities."""
+    out = {"accuracy": float(accuracy_score(y, labels))}
+    if n_classes == 2:
+        out["f1"] = float(f1_score(y, labels, pos_label=1, zero_division=0))
+    else:
+        out["f1"] = float(f1_score(y, labels, average="macro", zero_division=0))
+    clipped = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    out["log_loss"] = float(log_loss(y, clipped, labels=list(range(n_classes))))
+    present = len(np.unique(y))
+    if present == n_classes:
+        if n_classes == 2:
+            out["roc_auc"] = float(roc_auc_score(y, clipped[:, 1]))
+        else:
+            out["roc_auc"] = float(
+                roc_auc_score(y, clipped, multi_class="ovr", labels=list(range(n_classes)))
+            )
+    if costs is not None and n_classes == 2:
+        out["cost"] = expected_cost(y, labels, *costs)
+    return out
+
+
+def regression_metrics(y: npt.NDArray[Any], pred: npt.NDArray[Any]) -> dict[str, float]:
+    """RMSE, MAE and R2."""
+    p = np.ravel(pred)
+    return {
+        "rmse": float(root_mean_squared_error(y, p)),
+        "mae": float(mean_absolute_error(y, p)),
+        "r2": float(r2_score(y, p)),
+    }
+
+
+def expected_cost(y: npt.NDArray[Any], labels: npt.NDArray[Any], fp_cost: float, fn_cost: float) -> float:
+    """Mean cost per row: fp_cost per false positive, fn_cost per false negative (class 1 positive)."""
+    y = np.asarray(y)
+    labels = np.asarray(labels)
+    fp = np.sum((labels == 1) & (y == 0))
+    fn = np.sum((labels == 0) & (y == 1))
+    return float((fp_cost * fp + fn_cost * fn) / max(len(y), 1))
+
+
+def choose_threshold(p1: npt.NDArray[Any], y: npt.NDArray[Any], fp_cost: float, fn_cost: float) -> float:
+    """The threshold on P(class 1) minimising expected cost on validation rows.
+
+    Candidates are midpoints between consecutive distinct probabilities (plus the cost-optimal
+    threshold for calibrated probabilities, fp/(fp+fn)); ties go to the candidate closest to it.
+    """
+    bayes = fp_cost / (fp_cost + fn_cost)
+    values = np.unique(np.concatenate([[0.0, 1.0], np.asarray(p1, dtype=np.float64)]))
+    candidates = np.unique(np.concatenate([(values[:-1] + values[1:]) / 2, [bayes]]))
+    costs = np.array([expected_cost(y, (p1 >= t).astype(np.int64), fp_cost, fn_cost) for t in candidates])
+    best = np.flatnonzero(costs <= costs.min() + 1e-12)
+    pick = best[np.argmin(np.abs(candidates[best] - bayes))]
+    return float(round(candidates[pick], 6))
+
+
+def served_labels(proba: npt.NDArray[Any], threshold: float | None) -> npt.NDArray[np.int64]:
+    """Labels the service will answer with: the same function the service applies."""
+    return apply_threshold(proba, threshold)
+
+
+def oriented(metric: str, value: float) -> float:
+    """A value where higher is always better (for ranking and the Pareto front)."""
+    return value if HIGHER_IS_BETTER[metric] else -value
+
+
+def standard_error(metric: str, value: float, n: int) -> float:
+    """Approximate standard error of a metric on n rows (binomial for accuracy, normal errors for RMSE)."""
+    if n <= 1:
+        return math.inf
+    if metric == "accuracy":
+        return math.sqrt(max(value * (1 - value), 1e-12) / n)
+    if metric == "rmse":
+        return value / math.sqrt(2 * n)
+    return 0.0
+
+
+def pareto_front(points: Sequence[tuple[str, float, float]]) -> set[str]:
+    """Names not dominated in (quality up, latency down); points are (name, quality, latency)."""
+    front: set[str] = set()
+    for name, q, lat in points:
+        dominated = any(
+            (q2 >= q and l2 <= lat) and (q2 > q or l2 < lat) for n2, q2, l2 in points if n2 != name
+        )
+        if not dominated:
+            front.add(name)
+    return front
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the champion rule looks at for one model."""
+
+    name: str
+    validation_score: float
+    latency_us: float
+    eligible: bool
+
+
+def choose_champion(candidates: Sequence[Candidate], metric: str, n_validation: int) -> tuple[str, str]:
+    """One-standard-error rule: the fastest eligible model whose validation score is within one
+    standard error of the best. Returns (name, the rule in words)."""
+    pool = [c for c in candidates if c.eligible]
+    if not pool:
+        raise ValueError("no eligible candidate for champion")
+    best = max(pool, key=lambda c: oriented(metric, c.validation_score))
+    se = standard_error(metric, best.validation_score, n_validation)
+    cutoff = oriented(metric, best.validation_score) - se
+    near = [c for c in pool if oriented(metric, c.validation_score) >= cutoff - 1e-12]
+    champion = min(near, key=lambda c: (c.latency_us, -oriented(metric, c.validation_score)))
+    rule = (
+        f"fastest model (ONNX single-row latency) whose validation {metric} is within one standard error "
+        f"({se:.4f}) of the best ({best.name}: {best.validation_score:.4f}); baseline and models that "
+        f"failed parity are not eligible"
+    )
+    return champion.name, rule

@@ -1,0 +1,100 @@
+"""Errors that reach clients, each carrying its HTTP status; http.py turns them into {"error": msg}.
+
+GatewayError (500)
+├── BadRequest (400)
+│   ├── InvalidBody (400)         malformed JSON or a body of the wrong shape
+│   ├── InvalidField (400)        one field has the wrong type or value; names the field
+│   └── UnknownVariant (400)      a variant not in the repository
+├── Unauthorized (401)            admin call without the right token
+├── AdminDisabled (403)           admin call while no admin token is configured
+├── NotFound (404)                unknown model or version on the OIP routes
+├── PayloadTooLarge (413)         body or batch over the configured limits
+├── UnsupportedMediaType (415)    a content type we do not parse
+└── NotReady (503)                repository not loaded (yet)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class GatewayError(Exception):
+    """Base: an error with an HTTP status and a message for the client."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(GatewayError):
+    """The request cannot be served as sent."""
+
+    status = 400
+
+
+class InvalidBody(BadRequest):
+    """Malformed JSON or a body of the wrong shape."""
+
+
+class InvalidField(BadRequest):
+    """One field has the wrong type or value."""
+
+    def __init__(self, field: str, expected: str, got: str) -> None:
+        super().__init__(f"{field}: expected {expected}, got {got}")
+        self.field = field
+
+
+class UnknownVariant(BadRequest):
+    """A variant name the repository does not have."""
+
+    def __init__(self, name: str, known: Iterable[str], field: str = "variant") -> None:
+        super().__init__(f"{field}: unknown variant {name!r}; expected one of {', '.join(sorted(known))}")
+
+
+class Unauthorized(GatewayError):
+    """Missing or wrong admin token."""
+
+    status = 401
+
+
+class AdminDisabled(GatewayError):
+    """The admin API is off because no token is configured."""
+
+    status = 403
+
+
+class NotFound(GatewayError):
+    """Unknown model or version."""
+
+    status = 404
+
+
+class PayloadTooLarge(GatewayError):
+    """Body or batch over the configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(GatewayError):
+    """A content type the endpoint does not parse."""
+
+    status = 415
+
+
+class NotReady(GatewayError):
+    """The repository is not loaded."""
+
+    status = 503
+
+
+def describe(value: object) -> str:
+    """A short description of a bad value for error messages."""
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    if value is None:
+        return "null"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind.get(type(value), type(value).__name__)} {text}"

@@ -1,0 +1,240 @@
+"""The request core shared by every transport (JSON API and Open Inference Protocol).
+
+One request: validate -> route -> run each needed member once -> the served variant's answer ->
+respond; shadow variants (and the members only they need) run afterwards on the shadow worker, from
+the same feeds, so every variant is scored on identical traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+from service.errors import InvalidField, NotReady, UnknownVariant, describe
+from service.manifest import Routing
+from service.records import check_request_id, records_to_feeds, rows_json, schema_json
+from service.routing import Router
+from service.runtime import LoadedRepository, Output, load
+from service.settings import Settings
+from service.shadow import ShadowExecutor
+
+ALIASES = ("champion",)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one request produced: the answer, and every output computed for it."""
+
+    request_id: str
+    variant: str
+    role: str
+    """champion, challenger, forced (the client named the variant)."""
+    output: Output
+    members: dict[str, Output]
+    repo: LoadedRepository
+    rows: int
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """Everything evaluated for one request, served and shadow, handed to the recorder."""
+
+    served: Served
+    variants: dict[str, Output]
+    """Served variant, every shadow variant, and every member that ran."""
+
+
+Recorder = Callable[[ShadowResult], None]
+
+
+class Gateway:
+    """Holds the loaded repository and routing; swaps both atomically on reload."""
+
+    def __init__(self, settings: Settings, recorder: Recorder | None = None) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._repo: LoadedRepository | None = None
+        self._router: Router | None = None
+        self.recorder = recorder
+        self.shadow = ShadowExecutor(settings.shadow_queue, settings.shadow_timeout_s)
+
+    # --- loading -------------------------------------------------------------------------------
+    def load(self, path: Path | None = None) -> LoadedRepository:
+        """Load and verify a repository, then swap it in (with its manifest routing) in one step."""
+        repo = load(path or self.settings.repository, self.settings.providers, self.settings.intra_op_threads)
+        router = Router.from_routing(repo.manifest.routing, repo.variants, self.settings.shadow_fraction)
+        with self._lock:
+            self._repo, self._router = repo, router
+        return repo
+
+    @property
+    def ready(self) -> bool:
+        return self._repo is not None
+
+    @property
+    def repo(self) -> LoadedRepository:
+        repo = self._repo
+        if repo is None:
+            raise NotReady("repository not loaded")
+        return repo
+
+    @property
+    def router(self) -> Router:
+        router = self._router
+        if router is None:
+            raise NotReady("repository not loaded")
+        return router
+
+    def set_routing(self, routing: Routing) -> Router:
+        """Replace the routing table (validated against the loaded variants)."""
+        with self._lock:
+            router = Router.from_routing(routing, self.repo.variants)
+            self._router = router
+        return router
+
+    # --- serving -------------------------------------------------------------------------------
+    def predict_json(
+        self, body: Mapping[str, Any], header_request_id: str | None
+    ) -> tuple[dict[str, Any], Served]:
+        """The JSON API: {"records": [...], "variant"?, "routing_key"?, "request_id"?, "return_members"?}."""
+        allowed = {"records", "variant", "routing_key", "request_id", "return_members"}
+        extra = sorted(set(body) - allowed)
+        if extra:
+            raise InvalidField(extra[0], f"one of {', '.join(sorted(allowed))}", "an unknown field")
+        if "records" not in body:
+            raise InvalidField("records", "a list of records", "no field")
+        repo, router = self.repo, self.router  # one snapshot for the whole request
+        feeds = records_to_feeds(repo.manifest, body["records"], self.settings.max_batch_rows)
+        return_members = body.get("return_members", False)
+        if not isinstance(return_members, bool):
+            raise InvalidField("return_members", "true or false", describe(return_members))
+        routing_key = body.get("routing_key")
+        if routing_key is not None and (not isinstance(routing_key, str) or not routing_key):
+            raise InvalidField("routing_key", "a non-empty string", describe(routing_key))
+        request_id = self.request_id(body.get("request_id"), header_request_id)
+        served = self.serve(
+            repo,
+            router,
+            feeds,
+            len(body["records"]),
+            variant=body.get("variant"),
+            routing_key=routing_key,
+            request_id=request_id,
+            return_members=return_members,
+        )
+        out: dict[str, Any] = {
+            "request_id": request_id,
+            "model": repo.manifest.name,
+            "version": repo.manifest.version,
+            "variant": served.variant,
+            "role": served.role,
+            "predictions": rows_json(repo.manifest, served.output),
+        }
+        if return_members:
+            out["members"] = {name: rows_json(repo.manifest, o) for name, o in served.members.items()}
+        return out, served
+
+    @staticmethod
+    def request_id(body_id: Any, header_id: str | None) -> str:
+        """Client-supplied (body first, then header) or a fresh uuid4."""
+        if body_id is not None:
+            return check_request_id(body_id)
+        if header_id:
+            return check_request_id(header_id, field="X-Request-ID")
+        return uuid.uuid4().hex
+
+    def resolve_variant(self, repo: LoadedRepository, router: Router, name: Any) -> str:
+        """A forced variant name; "champion" means the current champion."""
+        if not isinstance(name, str):
+            raise InvalidField("variant", "a variant name", describe(name))
+        if name == "champion":
+            return router.champion
+        if name not in repo.variants:
+            raise UnknownVariant(name, [*repo.variants, *ALIASES])
+        return name
+
+    def serve(
+        self,
+        repo: LoadedRepository,
+        router: Router,
+        feeds: dict[str, npt.NDArray[Any]],
+        rows: int,
+        *,
+        variant: Any,
+        routing_key: str | None,
+        request_id: str,
+        return_members: bool,
+    ) -> Served:
+        """Route, run the needed members once, answer, and queue the shadow work."""
+        if variant is not None:
+            name, role = self.resolve_variant(repo, router, variant), "forced"
+        else:
+            name, role = router.assign(routing_key or request_id)
+        shadow = router.shadow_for(request_id, name)
+        needed = repo.members_for([name]) if not return_members else [m.name for m in repo.manifest.members]
+        outputs = repo.run_members(feeds, needed)
+        answer = repo.evaluate(name, outputs)
+        served = Served(
+            request_id=request_id,
+            variant=name,
+            role=role,
+            output=answer,
+            members=outputs,
+            repo=repo,
+            rows=rows,
+        )
+        if shadow or self.recorder is not None:
+            self.shadow.submit(lambda: self._finish(served, feeds, shadow))
+        return served
+
+    def _finish(self, served: Served, feeds: dict[str, npt.NDArray[Any]], shadow: list[str]) -> None:
+        repo = served.repo
+        outputs = dict(served.members)
+        missing = [m for m in repo.members_for(shadow) if m not in outputs]
+        outputs.update(repo.run_members(feeds, missing))
+        variants: dict[str, Output] = dict(outputs)
+        variants[served.variant] = served.output
+        for name in shadow:
+            if name not in variants:
+                variants[name] = repo.evaluate(name, outputs)
+        if self.recorder is not None:
+            self.recorder(ShadowResult(served=served, variants=variants))
+
+    # --- description ---------------------------------------------------------------------------
+    def models_json(self) -> dict[str, Any]:
+        """GET /models: members, ensembles, cards and routing."""
+        repo, router = self.repo, self.router
+        m = repo.manifest
+        return {
+            "model": m.name,
+            "version": m.version,
+            "task": m.task,
+            "path": str(repo.path),
+            "classes": m.classes,
+            "inputs": schema_json(m.inputs),
+            "members": [
+                {"name": s.name, "family": s.family, "card": repo.cards[s.name].model_dump(mode="json")}
+                for s in m.members
+            ],
+            "ensembles": [
+                {
+                    "name": e.name,
+                    "strategy": e.strategy,
+                    "members": e.members,
+                    "weights": e.weights,
+                    "card": repo.cards[e.name].model_dump(mode="json"),
+                }
+                for e in m.ensembles
+            ],
+            "routing": router.as_routing().model_dump(mode="json") | {"rule": m.routing.rule},
+        }
+
+    def close(self) -> None:
+        """Finish shadow work (graceful stop)."""
+        self.shadow.close()

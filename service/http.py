@@ -1,0 +1,183 @@
+"""The HTTP surface as one Starlette app: JSON API, admin API and OIP routes.
+
+BentoML mounts it (service/service.py) beside its own /livez, /readyz and /metrics; tests can run it
+in-process. Every GatewayError becomes {"error": msg} with its status here, in one place; anything
+else is a bug and answers 500 with the same shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service import oip
+from service.errors import (
+    AdminDisabled,
+    GatewayError,
+    InvalidBody,
+    InvalidField,
+    PayloadTooLarge,
+    Unauthorized,
+    describe,
+)
+from service.gateway import Gateway
+from service.records import body_object
+from service.routing import parse_routing
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """orjson-encoded response (numpy-aware, no schema building per request)."""
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(exc: GatewayError) -> Response:
+    return json_response({"error": exc.message}, status=exc.status)
+
+
+def guarded(handler: Handler) -> Handler:
+    """Map GatewayError to its status; log and 500 anything else."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("unhandled error on %s", request.url.path)
+            return json_response({"error": "internal error; see the server log"}, status=500)
+
+    return wrapper
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body: expected at most {limit} bytes, got {declared}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body: expected at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise InvalidBody("body: expected a JSON object, got an empty body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"body: malformed JSON ({exc}); NaN and Infinity are not JSON") from exc
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    """All routes over one Gateway."""
+    settings = gateway.settings
+
+    async def predict(request: Request) -> Response:
+        body = body_object(parse_json(await read_body(request, settings.max_body_bytes)))
+        out, served = gateway.predict_json(body, request.headers.get("x-request-id"))
+        return json_response(out, headers={"x-request-id": served.request_id})
+
+    async def models(request: Request) -> Response:
+        return json_response(gateway.models_json())
+
+    def check_admin(request: Request) -> None:
+        token = settings.admin_token
+        if token is None:
+            raise AdminDisabled("admin API disabled: set GATEWAY_ADMIN_TOKEN to enable it")
+        auth = request.headers.get("authorization", "")
+        given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            raise Unauthorized("Authorization: expected 'Bearer <admin token>'")
+
+    async def admin_reload(request: Request) -> Response:
+        check_admin(request)
+        raw = await read_body(request, settings.max_body_bytes)
+        body = body_object(parse_json(raw)) if raw.strip() else {}
+        extra = sorted(set(body) - {"repository"})
+        if extra:
+            raise InvalidField(extra[0], "only 'repository'", "an unknown field")
+        path = body.get("repository")
+        if path is not None and (not isinstance(path, str) or not path):
+            raise InvalidField("repository", "a path", describe(path))
+        from pathlib import Path
+
+        from service.registry import RepositoryError
+
+        try:
+            repo = await anyio.to_thread.run_sync(lambda: gateway.load(Path(path) if path else None))
+        except RepositoryError as exc:
+            raise InvalidField("repository", "a valid model repository", str(exc)) from exc
+        return json_response(
+            {"model": repo.manifest.name, "version": repo.manifest.version, "path": str(repo.path)}
+        )
+
+    async def admin_routing(request: Request) -> Response:
+        check_admin(request)
+        if request.method == "GET":
+            return json_response(gateway.router.as_routing().model_dump(mode="json"))
+        routing = parse_routing(body_object(parse_json(await read_body(request, settings.max_body_bytes))))
+        router = gateway.set_routing(routing)
+        return json_response(router.as_routing().model_dump(mode="json"))
+
+    async def v2_live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(request: Request) -> Response:
+        return json_response({"ready": gateway.ready}, status=200 if gateway.ready else 503)
+
+    async def v2_server(request: Request) -> Response:
+        return json_response(oip.server_metadata())
+
+    async def v2_model(request: Request) -> Response:
+        p = request.path_params
+        return json_response(oip.model_metadata(gateway, p["model"], p.get("version")))
+
+    async def v2_model_ready(request: Request) -> Response:
+        p = request.path_params
+        ready = oip.model_ready(gateway, p["model"], p.get("version"))
+        return json_response({"name": p["model"], "ready": ready}, status=200 if ready else 503)
+
+    async def v2_infer(request: Request) -> Response:
+        p = request.path_params
+        raw = await read_body(request, settings.max_body_bytes)
+        body, headers, _ = oip.infer(gateway, p["model"], p.get("version"), raw, dict(request.headers))
+        return Response(body, headers=headers)
+
+    routes = [
+        Route("/predict", guarded(predict), methods=["POST"]),
+        Route("/models", guarded(models), methods=["GET"]),
+        Route("/admin/reload", guarded(admin_reload), methods=["POST"]),
+        Route("/admin/routing", guarded(admin_routing), methods=["GET", "PUT"]),
+        Route("/v2", guarded(v2_server), methods=["GET"]),
+        Route("/v2/health/live", guarded(v2_live), methods=["GET"]),
+        Route("/v2/health/ready", guarded(v2_ready), methods=["GET"]),
+        Route("/v2/models/{model}", guarded(v2_model), methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}", guarded(v2_model), methods=["GET"]),
+        Route("/v2/models/{model}/ready", guarded(v2_model_ready), methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/ready", guarded(v2_model_ready), methods=["GET"]),
+        Route("/v2/models/{model}/infer", guarded(v2_infer), methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", guarded(v2_infer), methods=["POST"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,40 @@
+"""The BentoML service: thin. It loads the repository and mounts the gateway's HTTP app.
+
+Start with `gateway serve` (which verifies the repository first) or
+`bentoml serve service.service:EnsembleGateway` with GATEWAY_* settings in the environment.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from service.gateway import Gateway
+from service.http import build_app
+from service.settings import Settings
+
+# One Gateway per worker process: the app must exist at import time for @bentoml.asgi_app, the
+# repository is loaded in __init__ (not at import, so `bentoml build` stays cheap).
+gateway = Gateway(Settings())
+app = build_app(gateway)
+
+
+@bentoml.service(
+    name="ensemble_gateway",
+    workers=1,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},
+    metrics={"enabled": False},
+)
+@bentoml.asgi_app(app, path="/")
+class EnsembleGateway:
+    """Serves every candidate of one model repository version side by side."""
+
+    def __init__(self) -> None:
+        gateway.load()
+
+    def __is_ready__(self) -> bool:
+        return gateway.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        gateway.close()

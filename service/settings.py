@@ -1,0 +1,38 @@
+"""Every setting of the gateway, in one typed object read from GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class Settings(BaseSettings):
+    """Gateway settings; tests build these directly instead of patching the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    repository: Path = Path("models")
+    """A repository root, a model folder or one version folder; the newest version is served."""
+    ledger_path: Path = Path(".gateway/ledger.sqlite")
+    """SQLite file of the prediction ledger."""
+    admin_token: SecretStr | None = None
+    """Bearer token for /admin/*; without it the admin API answers 403."""
+    max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1024
+    """Largest number of records (or OIP rows) in one request."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    """Largest request body accepted."""
+    shadow_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Overrides the manifest's shadow fraction when set."""
+    shadow_queue: Annotated[int, Field(ge=1)] = 1024
+    """Bounded queue of pending shadow evaluations; beyond it shadow work is dropped and counted."""
+    shadow_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    """Shadow work older than this when its turn comes is dropped and counted."""
+    providers: list[str] = ["CPUExecutionProvider"]
+    """onnxruntime execution providers, in order; an unavailable one is a load error."""
+    intra_op_threads: Annotated[int, Field(ge=0, le=64)] = 1
+    """onnxruntime threads per session (1: single rows are fastest without thread hand-offs)."""

@@ -1,0 +1,78 @@
+"""Shared fixtures: repositories of tiny real models, each built once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builders.build import BuildOptions
+from tests.helpers import BuiltRepo, build_bundled, manifest_data
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # skl2onnx 1.20's HistGradientBoosting converter hands booleans to int attributes; protobuf 6
+    # deprecates that (protobuf 7 rejects it, hence the pin). Under `filterwarnings = error` the
+    # warning would abort the export and silently exclude hist_gb from every build in the suite.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:Field onnx.AttributeProto.ints. Expected an int, got a boolean:DeprecationWarning",
+    )
+
+
+@pytest.fixture
+def manifest_dict() -> dict[str, Any]:
+    """A fresh, valid manifest as plain data, for tests to break one field at a time."""
+    return manifest_data()
+
+
+@pytest.fixture(scope="session")
+def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
+    """Multiclass: iris, budget 2, tree and naive Bayes (plus the dummy baseline and logreg)."""
+    out: Path = tmp_path_factory.mktemp("iris-repo")
+    yield build_bundled(
+        BuildOptions(
+            dataset="iris",
+            out=out,
+            budget=2,
+            families=["tree", "naive_bayes"],
+            cv_folds=3,
+            learning_curves=False,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
+    """Binary with costs: breast_cancer, a false negative five times as costly as a false positive."""
+    out: Path = tmp_path_factory.mktemp("cancer-repo")
+    yield build_bundled(
+        BuildOptions(
+            dataset="breast_cancer",
+            out=out,
+            budget=2,
+            families=["tree", "hist_gb", "naive_bayes"],
+            fp_cost=1.0,
+            fn_cost=5.0,
+            cv_folds=3,
+            learning_curves=False,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def diabetes_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
+    """Regression: diabetes, budget 2, ridge and tree; the one build that computes learning curves."""
+    out: Path = tmp_path_factory.mktemp("diabetes-repo")
+    yield build_bundled(
+        BuildOptions(
+            dataset="diabetes",
+            out=out,
+            budget=2,
+            families=["ridge", "tree"],
+            cv_folds=3,
+            learning_curves=True,
+        )
+    )

@@ -1,0 +1,231 @@
+"""Typed helpers shared by the test modules: a valid manifest, a mixed table, built repositories.
+
+Nothing here is mocked: repositories are built by the real builders and read back from disk with
+onnxruntime, as the service reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from builders.build import BuildOptions, BuildResult, run_build
+from builders.data import frame_digest, load_bundled, prepare
+from service.feeds import make_feeds
+from service.manifest import CARD_FILE, DatasetFingerprint, Manifest, ModelCard
+from service.registry import verify
+
+PROVIDERS = ["CPUExecutionProvider"]
+FINGERPRINT = {
+    "source": "tests:tiny",
+    "sha256": "0" * 64,
+    "rows": 100,
+    "columns": 3,
+    "target": "label",
+}
+
+
+def sha(data: bytes) -> str:
+    """Hex sha256 of some bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_data() -> dict[str, Any]:
+    """A valid binary-task manifest as plain data: three members, vote/weighted/stack, a champion."""
+    members = [
+        {
+            "name": name,
+            "family": name,
+            "path": f"members/{name}/model.onnx",
+            "card": f"members/{name}/card.json",
+            "sha256": sha(name.encode()),
+            "outputs": ["label", "probabilities"],
+        }
+        for name in ("logreg", "tree", "knn")
+    ]
+    return {
+        "name": "tiny",
+        "version": 1,
+        "created_at": "2025-01-01T00:00:00Z",
+        "task": "binary",
+        "target": "label",
+        "inputs": [
+            {"name": "mean radius", "tensor": "mean_radius", "kind": "numeric"},
+            {"name": "colour", "tensor": "colour", "kind": "categorical", "categories": ["blue", "red"]},
+        ],
+        "classes": ["no", "yes"],
+        "primary_metric": "accuracy",
+        "members": members,
+        "ensembles": [
+            {
+                "name": "vote",
+                "strategy": "hard_vote",
+                "members": ["logreg", "tree", "knn"],
+                "card": "ensembles/vote/card.json",
+            },
+            {
+                "name": "weighted",
+                "strategy": "soft_average",
+                "members": ["logreg", "tree", "knn"],
+                "weights": [0.5, 0.3, 0.2],
+                "card": "ensembles/weighted/card.json",
+            },
+            {
+                "name": "stack",
+                "strategy": "stack",
+                "members": ["logreg", "tree", "knn"],
+                "meta_model": "ensembles/stack/meta.onnx",
+                "meta_sha256": sha(b"stack"),
+                "card": "ensembles/stack/card.json",
+            },
+        ],
+        "routing": {"champion": "logreg", "shadow": ["tree", "knn", "vote", "weighted", "stack"]},
+        "dataset": dict(FINGERPRINT),
+    }
+
+
+def stage_tiny_version(folder: Path) -> Callable[[int, dict[str, str]], Manifest]:
+    """Write two fake members (model bytes + a real card) into ``folder``; returns a manifest maker
+    for builders.repository.publish. The model files are not ONNX: only checksums are exercised."""
+    names = ("alpha", "beta")
+    shas: dict[str, str] = {}
+    for name in names:
+        member = folder / "members" / name
+        member.mkdir(parents=True)
+        payload = f"model bytes of {name}".encode()
+        (member / "model.onnx").write_bytes(payload)
+        shas[name] = sha(payload)
+        card = ModelCard(
+            name=name,
+            kind="member",
+            family=name,
+            primary_metric="accuracy",
+            sha256=shas[name],
+            dataset=DatasetFingerprint(**FINGERPRINT),
+        )
+        (member / CARD_FILE).write_text(card.model_dump_json())
+
+    def make_manifest(version: int, files: dict[str, str]) -> Manifest:
+        data = manifest_data()
+        data.update(
+            name="tiny",
+            version=version,
+            members=[
+                {
+                    "name": n,
+                    "family": n,
+                    "path": f"members/{n}/model.onnx",
+                    "card": f"members/{n}/{CARD_FILE}",
+                    "sha256": shas[n],
+                    "outputs": ["label", "probabilities"],
+                }
+                for n in names
+            ],
+            ensembles=[],
+            routing={"champion": "alpha", "shadow": ["beta"]},
+            files=files,
+        )
+        return Manifest.model_validate(data)
+
+    return make_manifest
+
+
+def tree_snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` (directories map to None, files to their bytes)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
+    }
+
+
+def mixed_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Numeric and text columns with missing values, and three targets that depend on them.
+
+    Columns: "mean radius" and "width (cm)" (float, some NaN), "colour" (text, some None; the last
+    rows bring a colour never seen in the first 200), "size" (text); targets "label" (binary text),
+    "grade" (three classes) and "amount" (continuous).
+    """
+    rng = np.random.default_rng(seed)
+    radius = rng.normal(size=n)
+    width = rng.uniform(0, 10, size=n)
+    colour = rng.choice(np.array(["red", "green", "blue", None], dtype=object), size=n)
+    size = rng.choice(["S", "M", "L"], size=n)
+    score = radius + (colour == "red") * 1.0 - 0.2 * width + (size == "L") * 0.5 + rng.normal(0, 0.5, n)
+    frame = pd.DataFrame(
+        {
+            "mean radius": radius,
+            "width (cm)": width,
+            "colour": colour,
+            "size": size,
+            "label": np.where(score > -1, "pos", "neg"),
+            "grade": np.select([score < -1.5, score < -0.5], ["a", "b"], "c"),
+            "amount": 3 * score + 1,
+        }
+    )
+    frame.loc[::9, "mean radius"] = np.nan
+    frame.loc[::11, "width (cm)"] = np.nan
+    frame.loc[200::5, "colour"] = "purple"
+    return frame
+
+
+def session_for(path: Path) -> ort.InferenceSession:
+    """An onnxruntime session on a file, CPU provider named explicitly."""
+    return ort.InferenceSession(str(path), providers=PROVIDERS)
+
+
+@dataclass(frozen=True)
+class BuiltRepo:
+    """A repository built by builders.build.run_build, plus the raw test split it was scored on."""
+
+    options: BuildOptions
+    result: BuildResult
+    version_dir: Path
+    manifest: Manifest
+    progress: list[str]
+    test_rows: dict[str, list[Any]]
+    """Raw test-split values keyed by column name, as a client would send them."""
+    y_test: npt.NDArray[Any]
+    """Test-split class indices (or targets), reproduced from the build's documented split."""
+
+    def feeds(self) -> dict[str, npt.NDArray[Any]]:
+        """onnxruntime feeds for the test rows, through the service's feed builder."""
+        return make_feeds(self.manifest.inputs, self.test_rows)
+
+    def member_outputs(self, names: Sequence[str]) -> list[list[npt.NDArray[Any]]]:
+        """Each named member's outputs on the test rows, read from its ONNX file on disk."""
+        specs = {m.name: m for m in self.manifest.members}
+        feeds = self.feeds()
+        return [
+            session_for(self.version_dir / specs[n].path).run(specs[n].outputs, feeds) for n in names
+        ]
+
+
+def build_bundled(opts: BuildOptions) -> BuiltRepo:
+    """Run a real build of a bundled dataset and reproduce its test split (80/20, seeded, stratified)."""
+    assert opts.dataset is not None
+    messages: list[str] = []
+    result = run_build(opts, progress=messages.append)
+    frame, target = load_bundled(opts.dataset)
+    table = prepare(frame, target, opts.task, opts.dataset, f"sklearn:{opts.dataset}", frame_digest(frame))
+    stratify = table.y if table.task != "regression" else None
+    _, x_test, _, y_test = train_test_split(
+        table.features, table.y, test_size=0.2, random_state=opts.seed, stratify=stratify
+    )
+    rows = {c.name: frame.loc[x_test.index, c.name].tolist() for c in result.manifest.inputs}
+    return BuiltRepo(
+        options=opts,
+        result=result,
+        version_dir=result.path,
+        manifest=verify(result.path),
+        progress=messages,
+        test_rows=rows,
+        y_test=np.asarray(y_test),
+    )

@@ -1,0 +1,272 @@
+"""The JSON and admin API in-process: answers, online == offline combiners, routing, bad input."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.gateway import Gateway, ShadowResult
+from tests.service.conftest import ADMIN_TOKEN, BuiltRepo, to_records
+
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def test_predict_answers_with_champion_and_request_id(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    r = client.post("/predict", json={"records": feature_records[:3]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["variant"] == gateway.router.champion
+    assert body["role"] == "champion"
+    assert r.headers["x-request-id"] == body["request_id"]
+    assert len(body["predictions"]) == 3
+    classes = [str(c) for c in gateway.repo.manifest.classes]
+    for row in body["predictions"]:
+        assert row["label"] in gateway.repo.manifest.classes
+        assert set(row["probabilities"]) == set(classes)
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_client_request_id_from_body_or_header(client: Any, feature_records: list[dict[str, Any]]) -> None:
+    r = client.post("/predict", json={"records": feature_records[:1], "request_id": "abc-1"})
+    assert r.json()["request_id"] == "abc-1"
+    r = client.post("/predict", json={"records": feature_records[:1]}, headers={"x-request-id": "hdr-7"})
+    assert r.json()["request_id"] == "hdr-7" and r.headers["x-request-id"] == "hdr-7"
+
+
+def test_every_variant_can_be_forced_and_members_returned(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    for name in [*gateway.repo.variants, "champion"]:
+        r = client.post(
+            "/predict", json={"records": feature_records[:2], "variant": name, "return_members": True}
+        )
+        assert r.status_code == 200, (name, r.text)
+        body = r.json()
+        assert body["role"] == "forced"
+        assert set(body["members"]) == {m.name for m in gateway.repo.manifest.members}
+
+
+def test_online_combiners_equal_offline_evaluation(
+    client: Any, gateway: Gateway, built_repo: BuiltRepo
+) -> None:
+    """Every variant served online scores exactly the test metrics the builders wrote in its card."""
+    from builders import data as data_mod
+    from builders.build import split_table
+
+    frame = pd.read_csv(built_repo.csv)
+    table = data_mod.prepare(frame, "target", "auto", "churn", str(built_repo.csv), "0" * 64)
+    _, _, x_test, _, _, y_test = split_table(table, seed=0)
+    by_tensor = {c.tensor: c.name for c in table.columns}
+    records = to_records(x_test.rename(columns=by_tensor))
+    classes = gateway.repo.manifest.classes
+    for name, card in gateway.repo.cards.items():
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(records), 50):
+            r = client.post("/predict", json={"records": records[start : start + 50], "variant": name})
+            assert r.status_code == 200, r.text
+            answers += r.json()["predictions"]
+        labels = np.array([classes.index(p["label"]) for p in answers])
+        online = float(np.mean(labels == y_test))
+        assert online == pytest.approx(card.metrics["test"]["accuracy"], abs=1e-6), name
+
+
+def test_ensembles_recombine_member_outputs_exactly(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    """Hand-computed vote and averages from the returned member outputs match the served ensembles."""
+    recs = feature_records[:40]
+    classes = [str(c) for c in gateway.repo.manifest.classes]
+    members = client.post(
+        "/predict", json={"records": recs, "variant": "vote", "return_members": True}
+    ).json()
+    for ens in gateway.repo.manifest.ensembles:
+        if ens.strategy not in ("hard_vote", "soft_average"):
+            continue
+        served = client.post("/predict", json={"records": recs, "variant": ens.name}).json()["predictions"]
+        w = np.asarray(ens.weights or [1.0] * len(ens.members))
+        proba = np.array(
+            [
+                [[m["probabilities"][c] for c in classes] for m in members["members"][name]]
+                for name in ens.members
+            ]
+        )
+        if ens.strategy == "soft_average":
+            expected = np.average(proba, axis=0, weights=w)
+            got = np.array([[p["probabilities"][c] for c in classes] for p in served])
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+        else:
+            # Votes count each member's own argmax label (the graph's label, no threshold).
+            votes = proba.argmax(axis=2)
+            counts = np.stack([np.bincount(v, weights=w, minlength=len(classes)) for v in votes.T])
+            expected_labels = counts.argmax(axis=1)
+            got_labels = [classes.index(str(p["label"])) for p in served]
+            assert got_labels == expected_labels.tolist()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{", 400, "malformed JSON"),
+        (b'{"records": [{"age": NaN}]}', 400, "malformed JSON"),
+        (b"[]", 400, "expected a JSON object"),
+        (b"", 400, "empty body"),
+        (b'{"records": []}', 400, "records: expected at least one record"),
+        (b'{"records": {}}', 400, "records: expected a list"),
+        (b'{"records": [5]}', 400, "records[0]: expected an object"),
+        (b'{"rows": []}', 400, "rows: expected one of"),
+        (b'{"records": [{"age": 1}]}', 400, "expected a value (null if missing)"),
+        (b'{"records": [{"age": 1, "monthly income": 2, "city": "a", "plan": "b", "zzz": 1}]}', 400, "zzz"),
+        (
+            b'{"records": [{"age": "old", "monthly income": 2, "city": "a", "plan": "b"}]}',
+            400,
+            "records[0].age: expected a number or null, got string",
+        ),
+        (
+            b'{"records": [{"age": true, "monthly income": 2, "city": "a", "plan": "b"}]}',
+            400,
+            "records[0].age: expected a number or null, got boolean",
+        ),
+        (b'{"records": [{"age": 1e999, "monthly income": 2, "city": "a", "plan": "b"}]}', 400, "infinity"),
+        (
+            b'{"records": [{"age": 1, "monthly income": 2, "city": 3, "plan": "b"}]}',
+            400,
+            "records[0].city: expected a string or null",
+        ),
+        (
+            b'{"records": [{"age": 1, "monthly income": 2, "city": "a", "plan": "b"}], "variant": "nope"}',
+            400,
+            "unknown variant 'nope'",
+        ),
+        (
+            b'{"records": [{"age": 1, "monthly income": 2, "city": "a", "plan": "b"}], "request_id": "a b"}',
+            400,
+            "request_id",
+        ),
+        (
+            b'{"records": [{"age": 1, "monthly income": 2, "city": "a", "plan": "b"}], "return_members": 1}',
+            400,
+            "return_members",
+        ),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(client: Any, body: bytes, status: int, fragment: str) -> None:
+    r = client.post("/predict", content=body)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]
+
+
+def test_limits_and_service_keeps_serving(client: Any, feature_records: list[dict[str, Any]]) -> None:
+    r = client.post("/predict", json={"records": feature_records[:65]})
+    assert r.status_code == 413 and "at most 64 records" in r.json()["error"]
+    r = client.post("/predict", content=b'{"records": [' + b" " * 70_000 + b"]}")
+    assert r.status_code == 413 and "body" in r.json()["error"]
+    r = client.post("/predict", json={"records": [{**feature_records[0], "age": None, "city": None}]})
+    assert r.status_code == 200, "missing values are accepted and imputed inside the graph"
+    r = client.post("/predict", json={"records": [{**feature_records[0], "city": "atlantis"}]})
+    assert r.status_code == 200, "unknown categories are ignored by the one-hot encoder"
+
+
+def test_admin_requires_token(client: Any) -> None:
+    assert client.get("/admin/routing").status_code == 401
+    assert client.get("/admin/routing", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/admin/routing", headers=AUTH).status_code == 200
+
+
+def test_admin_disabled_without_token(built_repo: BuiltRepo) -> None:
+    from starlette.testclient import TestClient
+
+    from service.http import build_app
+    from service.settings import Settings
+
+    gw = Gateway(Settings(repository=built_repo.root))
+    gw.load()
+    with TestClient(build_app(gw)) as c:
+        r = c.post("/admin/reload", headers=AUTH)
+        assert r.status_code == 403 and "GATEWAY_ADMIN_TOKEN" in r.json()["error"]
+
+
+def test_ab_routing_is_sticky_and_weighted(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    champion = gateway.router.champion
+    challenger = next(n for n in gateway.repo.variants if n != champion)
+    r = client.put(
+        "/admin/routing",
+        headers=AUTH,
+        json={"champion": champion, "challengers": {challenger: 0.3}, "shadow": []},
+    )
+    assert r.status_code == 200, r.text
+    seen: Counter[str] = Counter()
+    for i in range(300):
+        key = f"user-{i}"
+        first = client.post("/predict", json={"records": feature_records[:1], "routing_key": key}).json()
+        again = client.post("/predict", json={"records": feature_records[:1], "routing_key": key}).json()
+        assert first["variant"] == again["variant"], "same routing key, same variant"
+        seen[first["role"]] += 1
+    assert 60 <= seen["challenger"] <= 120, seen  # 30% of 300, well inside binomial noise
+
+
+def test_admin_routing_rejects_unknown_names_and_bad_weights(client: Any) -> None:
+    r = client.put("/admin/routing", headers=AUTH, json={"champion": "ghost"})
+    assert r.status_code == 400 and "ghost" in r.json()["error"]
+    r = client.put("/admin/routing", headers=AUTH, json={"champion": "vote", "challengers": {"stack": 1.5}})
+    assert r.status_code == 400 and "challengers" in r.json()["error"]
+
+
+def test_shadow_runs_every_variant_off_the_request_path(
+    gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    results: list[ShadowResult] = []
+    gateway.recorder = results.append
+    _out, served = gateway.predict_json({"records": feature_records[:4]}, None)
+    assert gateway.shadow.drain(10)
+    assert len(results) == 1
+    everything = set(gateway.repo.variants)
+    assert set(results[0].variants) == everything
+    assert set(served.members) == set(gateway.repo.members_for([served.variant])), (
+        "only needed members inline"
+    )
+
+
+def test_reload_swaps_atomically_under_load(
+    client: Any, gateway: Gateway, built_repo: BuiltRepo, feature_records: list[dict[str, Any]]
+) -> None:
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            statuses.append(client.post("/predict", json={"records": feature_records[:2]}).status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(3):
+        r = client.post("/admin/reload", headers=AUTH, json={"repository": str(built_repo.version)})
+        assert r.status_code == 200, r.text
+    stop.set()
+    for t in threads:
+        t.join()
+    assert statuses and set(statuses) == {200}
+
+
+def test_reload_refuses_a_bad_repository(client: Any, tmp_path: Any) -> None:
+    r = client.post("/admin/reload", headers=AUTH, json={"repository": str(tmp_path)})
+    assert r.status_code == 400 and "no model version found" in r.json()["error"]
+
+
+def test_models_lists_members_ensembles_cards_routing(client: Any, gateway: Gateway) -> None:
+    body = client.get("/models").json()
+    assert {m["name"] for m in body["members"]} == {m.name for m in gateway.repo.manifest.members}
+    assert {e["name"] for e in body["ensembles"]} == {"vote", "average", "weighted", "stack"}
+    assert body["routing"]["champion"] == gateway.router.champion
+    assert all(m["card"]["parity"]["passed"] for m in body["members"])
+    assert any(e["card"]["decision_threshold"] is not None for e in body["ensembles"])
+    assert {c["name"] for c in body["inputs"]} == {"age", "monthly income", "city", "plan"}
