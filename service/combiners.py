@@ -64,7 +64,9 @@ def soft_average(
     if proba.ndim != 3:
         raise ValueError(f"expected probabilities of shape (members, rows, classes), got {proba.shape}")
     w = _weights(weights, proba.shape[0])
-    avg = np.tensordot(w / w.sum(), proba, axes=1)
+    # np.average (as VotingClassifier) adds members element by element, so equal probabilities stay
+    # exactly equal and ties go to the lowest index; a BLAS tensordot rounds differently by position.
+    avg = np.average(proba, axis=0, weights=w)
     return avg.argmax(axis=1).astype(np.int64), avg
 
 

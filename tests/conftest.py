@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,10 @@ def manifest_dict() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
+def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
     """Multiclass: iris, budget 2, tree and naive Bayes (plus the dummy baseline and logreg)."""
     out: Path = tmp_path_factory.mktemp("iris-repo")
-    yield build_bundled(
+    return build_bundled(
         BuildOptions(
             dataset="iris",
             out=out,
@@ -45,10 +44,10 @@ def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
 
 
 @pytest.fixture(scope="session")
-def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
+def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
     """Binary with costs: breast_cancer, a false negative five times as costly as a false positive."""
     out: Path = tmp_path_factory.mktemp("cancer-repo")
-    yield build_bundled(
+    return build_bundled(
         BuildOptions(
             dataset="breast_cancer",
             out=out,
@@ -63,15 +62,15 @@ def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]
 
 
 @pytest.fixture(scope="session")
-def diabetes_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepo]:
-    """Regression: diabetes, budget 2, ridge and tree; the one build that computes learning curves."""
+def diabetes_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
+    """Regression: diabetes, budget 2, tree and kNN (plus ridge); the one build with learning curves."""
     out: Path = tmp_path_factory.mktemp("diabetes-repo")
-    yield build_bundled(
+    return build_bundled(
         BuildOptions(
             dataset="diabetes",
             out=out,
             budget=2,
-            families=["ridge", "tree"],
+            families=["tree", "knn"],
             cv_folds=3,
             learning_curves=True,
         )

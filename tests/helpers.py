@@ -10,19 +10,19 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from builders.build import BuildOptions, BuildResult, run_build
-from builders.data import frame_digest, load_bundled, prepare
 from service.feeds import make_feeds
 from service.manifest import CARD_FILE, DatasetFingerprint, Manifest, ModelCard
 from service.registry import verify
+
+if TYPE_CHECKING:  # the service half of the suite must not need scikit-learn
+    from builders.build import BuildOptions, BuildResult
 
 PROVIDERS = ["CPUExecutionProvider"]
 FINGERPRINT = {
@@ -210,6 +210,11 @@ class BuiltRepo:
 
 def build_bundled(opts: BuildOptions) -> BuiltRepo:
     """Run a real build of a bundled dataset and reproduce its test split (80/20, seeded, stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    from builders.build import run_build
+    from builders.data import frame_digest, load_bundled, prepare
+
     assert opts.dataset is not None
     messages: list[str] = []
     result = run_build(opts, progress=messages.append)

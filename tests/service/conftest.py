@@ -141,15 +141,15 @@ def start_server(
     port = free_port()
     env = server_env(repository, workers, ADMIN_TOKEN)
     env.update(extra_env or {})
-    fh = log.open("wb")
-    proc = subprocess.Popen(
-        server_command("127.0.0.1", port),
-        cwd=ROOT,
-        env=env,
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            server_command("127.0.0.1", port),
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
