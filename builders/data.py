@@ -151,7 +151,11 @@ def _decide_task(target: pd.Series, requested: str, column: str) -> Task:
             )
         return "regression"
     if requested == "auto":
-        integral = numeric and bool(np.all(np.mod(target.to_numpy(dtype=float), 1) == 0))
+        integral = False
+        if numeric:
+            values = target.to_numpy(dtype=float)
+            # Infinite targets are refused later with a clear message; np.mod would warn about them first.
+            integral = bool(np.isfinite(values).all() and np.all(np.mod(values, 1) == 0))
         if numeric and not (integral and n_classes <= 20):
             return "regression"
     if n_classes < 2:

@@ -15,7 +15,9 @@ def _parser() -> argparse.ArgumentParser:
     try:  # builders (scikit-learn) are not installed in a serving-only image
         from builders.cli import add_arguments as add_build_arguments
 
-        build = sub.add_parser("build", help="train candidates and ensembles, export to ONNX, write a repository")
+        build = sub.add_parser(
+            "build", help="train candidates and ensembles, export to ONNX, write a repository"
+        )
         add_build_arguments(build)
     except ImportError:  # pragma: no cover
         pass

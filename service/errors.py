@@ -21,6 +21,7 @@ from collections.abc import Iterable
 class GatewayError(Exception):
     """Base: an error with an HTTP status and a message for the client."""
 
+    reason = "internal_error"
     status = 500
 
     def __init__(self, message: str) -> None:
@@ -31,15 +32,20 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     """The request cannot be served as sent."""
 
+    reason = "invalid_body"
     status = 400
 
 
 class InvalidBody(BadRequest):
     """Malformed JSON or a body of the wrong shape."""
 
+    reason = "invalid_body"
+
 
 class InvalidField(BadRequest):
     """One field has the wrong type or value."""
+
+    reason = "invalid_field"
 
     def __init__(self, field: str, expected: str, got: str) -> None:
         super().__init__(f"{field}: expected {expected}, got {got}")
@@ -49,6 +55,8 @@ class InvalidField(BadRequest):
 class UnknownVariant(BadRequest):
     """A variant name the repository does not have."""
 
+    reason = "unknown_variant"
+
     def __init__(self, name: str, known: Iterable[str], field: str = "variant") -> None:
         super().__init__(f"{field}: unknown variant {name!r}; expected one of {', '.join(sorted(known))}")
 
@@ -56,36 +64,42 @@ class UnknownVariant(BadRequest):
 class Unauthorized(GatewayError):
     """Missing or wrong admin token."""
 
+    reason = "unauthorized"
     status = 401
 
 
 class AdminDisabled(GatewayError):
     """The admin API is off because no token is configured."""
 
+    reason = "admin_disabled"
     status = 403
 
 
 class NotFound(GatewayError):
     """Unknown model or version."""
 
+    reason = "not_found"
     status = 404
 
 
 class PayloadTooLarge(GatewayError):
     """Body or batch over the configured limit."""
 
+    reason = "payload_too_large"
     status = 413
 
 
 class UnsupportedMediaType(GatewayError):
     """A content type the endpoint does not parse."""
 
+    reason = "unsupported_media_type"
     status = 415
 
 
 class NotReady(GatewayError):
     """The repository is not loaded."""
 
+    reason = "not_ready"
     status = 503
 
 

@@ -7,7 +7,9 @@ the same feeds, so every variant is scored on identical traffic.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +18,11 @@ from typing import Any
 
 import numpy.typing as npt
 
+from service import metrics
+from service.compare import compare
 from service.errors import InvalidField, NotReady, UnknownVariant, describe
+from service.feedback import FeedbackStore
+from service.ledger import Entry, Ledger
 from service.manifest import Routing
 from service.records import check_request_id, records_to_feeds, rows_json, schema_json
 from service.routing import Router
@@ -62,16 +68,71 @@ class Gateway:
         self._repo: LoadedRepository | None = None
         self._router: Router | None = None
         self.recorder = recorder
-        self.shadow = ShadowExecutor(settings.shadow_queue, settings.shadow_timeout_s)
+        """Extra observer of every fully evaluated request (tests, experiments)."""
+        self.children = metrics.Children([])
+        self.shadow = ShadowExecutor(
+            settings.shadow_queue,
+            settings.shadow_timeout_s,
+            on_drop=lambda r: metrics.DROPPED.labels(r).inc(),
+        )
+        self._ledger: Ledger | None = None
+        self._feedback: FeedbackStore | None = None
+        self._feedback_lock = threading.Lock()
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The prediction ledger, opened on first load (not at import: `bentoml build` imports us)."""
+        if self._ledger is None and self.settings.ledger_enabled:
+            with self._lock:
+                if self._ledger is None:
+                    s = self.settings
+                    self._ledger = Ledger(
+                        s.ledger_path,
+                        s.ledger_flush_interval_s,
+                        retention_s=s.ledger_retention_s,
+                        max_unlabelled_rows=s.ledger_max_unlabelled_rows,
+                    )
+        return self._ledger
 
     # --- loading -------------------------------------------------------------------------------
     def load(self, path: Path | None = None) -> LoadedRepository:
         """Load and verify a repository, then swap it in (with its manifest routing) in one step."""
         repo = load(path or self.settings.repository, self.settings.providers, self.settings.intra_op_threads)
         router = Router.from_routing(repo.manifest.routing, repo.variants, self.settings.shadow_fraction)
+        children = metrics.Children(repo.variants)
+        repo.timers = children.inference
+        _ = self.ledger
         with self._lock:
-            self._repo, self._router = repo, router
+            old = self._repo
+            self._repo, self._router, self.children = repo, router, children
+        self._publish_info(repo, old)
+        self._publish_routing(router, repo)
         return repo
+
+    @staticmethod
+    def _publish_info(repo: LoadedRepository, old: LoadedRepository | None) -> None:
+        m = repo.manifest
+        if old is not None:
+            for name, v in old.variants.items():
+                metrics.MODEL_INFO.labels(
+                    name, str(old.manifest.version), v.family, v.kind, old.manifest.name
+                ).set(0)
+        for name, v in repo.variants.items():
+            metrics.MODEL_INFO.labels(name, str(m.version), v.family, v.kind, m.name).set(1)
+            for metric, value in repo.cards[name].metrics.get("test", {}).items():
+                metrics.OFFLINE_SCORE.labels(name, metric).set(value)
+
+    @staticmethod
+    def _publish_routing(router: Router, repo: LoadedRepository) -> None:
+        challengers = dict(router.challengers)
+        for name in repo.variants:
+            roles = {
+                "champion": name == router.champion,
+                "challenger": name in challengers,
+                "shadow": name in router.shadow,
+            }
+            for role, on in roles.items():
+                metrics.ROUTING_ROLE.labels(name, role).set(1 if on else 0)
 
     @property
     def ready(self) -> bool:
@@ -96,6 +157,7 @@ class Gateway:
         with self._lock:
             router = Router.from_routing(routing, self.repo.variants)
             self._router = router
+        self._publish_routing(router, self.repo)
         return router
 
     # --- serving -------------------------------------------------------------------------------
@@ -189,22 +251,93 @@ class Gateway:
             repo=repo,
             rows=rows,
         )
-        if shadow or self.recorder is not None:
-            self.shadow.submit(lambda: self._finish(served, feeds, shadow))
+        c = self.children
+        c.predictions[(name, "served")].inc(rows)
+        for m in outputs:
+            if m != name:
+                c.predictions[(m, "member")].inc(rows)
+        metrics.SERVED_ROWS.inc(rows)
+        if (shadow or self.recorder is not None) and self.shadow.submit(
+            lambda: self._finish(served, feeds, shadow)
+        ):
+            return served
+        # No shadow work (or no room for it): record what was served right away.
+        self._record(served, {})
         return served
 
     def _finish(self, served: Served, feeds: dict[str, npt.NDArray[Any]], shadow: list[str]) -> None:
+        """Shadow work: the members only shadow variants need, then every shadow variant, then record."""
         repo = served.repo
         outputs = dict(served.members)
         missing = [m for m in repo.members_for(shadow) if m not in outputs]
         outputs.update(repo.run_members(feeds, missing))
-        variants: dict[str, Output] = dict(outputs)
-        variants[served.variant] = served.output
+        extra: dict[str, Output] = {m: outputs[m] for m in missing}
         for name in shadow:
-            if name not in variants:
-                variants[name] = repo.evaluate(name, outputs)
+            if name not in outputs:
+                extra[name] = repo.evaluate(name, outputs)
+        c = self.children
+        for name in extra:
+            role = "member" if name in missing and name not in shadow else "shadow"
+            c.predictions[(name, role)].inc(served.rows)
+        if served.output.labels is not None:
+            for name, out in {**served.members, **extra}.items():
+                if name != served.variant and out.labels is not None:
+                    c.compared[name].inc(served.rows)
+                    c.disagreement[name].inc(int((out.labels != served.output.labels).sum()))
+        self._record(served, extra, set(shadow))
         if self.recorder is not None:
-            self.recorder(ShadowResult(served=served, variants=variants))
+            self.recorder(
+                ShadowResult(served=served, variants={**outputs, **extra, served.variant: served.output})
+            )
+
+    def _record(self, served: Served, extra: dict[str, Output], shadow: set[str] | None = None) -> None:
+        ledger = self.ledger
+        if ledger is None:
+            return
+        repo = served.repo
+        shadow = shadow or set()
+        outs: dict[str, tuple[str, str, Output]] = {}
+        for name, out in served.members.items():
+            outs[name] = ("member", "shadow" if name in shadow else "member", out)
+        for name, out in extra.items():
+            outs[name] = (repo.variants[name].kind, "shadow" if name in shadow else "member", out)
+        outs[served.variant] = (repo.variants[served.variant].kind, "served", served.output)
+        entry = Entry(
+            request_id=served.request_id,
+            model=repo.manifest.name,
+            version=repo.manifest.version,
+            created_at=time.time(),
+            rows=served.rows,
+            outputs=outs,
+        )
+        if not ledger.record(entry):
+            self.children.dropped["ledger_queue_full"].inc()
+
+    # --- live evaluation -----------------------------------------------------------------------
+    def feedback(self, body: Any) -> dict[str, Any]:
+        """POST /feedback (blocking: call from a worker thread)."""
+        ledger = self.ledger
+        if ledger is None:
+            raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): labels cannot be joined")
+        repo = self.repo
+        with self._feedback_lock:
+            if self._feedback is None:
+                self._feedback = FeedbackStore(ledger)
+            return self._feedback.submit(repo.manifest, body).as_json()
+
+    def compare(self) -> dict[str, Any]:
+        """GET /compare (blocking: call from a worker thread)."""
+        ledger = self.ledger
+        if ledger is None:
+            raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): nothing to compare")
+        repo, router = self.repo, self.router
+        ledger.flush()
+        conn = sqlite3.connect(ledger.path, timeout=10)
+        try:
+            others = [n for n in repo.variants if n != router.champion]
+            return compare(conn, repo, router.champion, others)
+        finally:
+            conn.close()
 
     # --- description ---------------------------------------------------------------------------
     def models_json(self) -> dict[str, Any]:
@@ -236,5 +369,9 @@ class Gateway:
         }
 
     def close(self) -> None:
-        """Finish shadow work (graceful stop)."""
+        """Finish shadow work, then flush the ledger (graceful stop: nothing acknowledged is lost)."""
         self.shadow.close()
+        if self._ledger is not None:
+            self._ledger.close()
+        if self._feedback is not None:
+            self._feedback.close()

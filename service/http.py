@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import oip
+from service import metrics, oip
 from service.errors import (
     AdminDisabled,
     GatewayError,
@@ -52,14 +53,16 @@ def error_response(exc: GatewayError) -> Response:
 
 
 def guarded(handler: Handler) -> Handler:
-    """Map GatewayError to its status; log and 500 anything else."""
+    """Map GatewayError to its status (counted by reason); log and 500 anything else."""
 
     async def wrapper(request: Request) -> Response:
         try:
             return await handler(request)
         except GatewayError as exc:
+            metrics.REJECTED.labels(exc.reason).inc()
             return error_response(exc)
         except Exception:
+            metrics.REJECTED.labels("internal_error").inc()
             log.exception("unhandled error on %s", request.url.path)
             return json_response({"error": "internal error; see the server log"}, status=500)
 
@@ -95,9 +98,25 @@ def build_app(gateway: Gateway) -> Starlette:
     settings = gateway.settings
 
     async def predict(request: Request) -> Response:
+        start = time.perf_counter()
         body = body_object(parse_json(await read_body(request, settings.max_body_bytes)))
         out, served = gateway.predict_json(body, request.headers.get("x-request-id"))
-        return json_response(out, headers={"x-request-id": served.request_id})
+        response = json_response(out, headers={"x-request-id": served.request_id})
+        timer = gateway.children.request.get((served.variant, "json"))
+        if timer is not None:
+            timer.observe(time.perf_counter() - start)
+        return response
+
+    async def feedback(request: Request) -> Response:
+        body = parse_json(await read_body(request, settings.max_body_bytes))
+        return json_response(await anyio.to_thread.run_sync(gateway.feedback, body))
+
+    async def compare(request: Request) -> Response:
+        return json_response(await anyio.to_thread.run_sync(gateway.compare))
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = await anyio.to_thread.run_sync(metrics.exposition)
+        return Response(body, media_type=content_type)
 
     async def models(request: Request) -> Response:
         return json_response(gateway.models_json())
@@ -162,12 +181,20 @@ def build_app(gateway: Gateway) -> Starlette:
     async def v2_infer(request: Request) -> Response:
         p = request.path_params
         raw = await read_body(request, settings.max_body_bytes)
-        body, headers, _ = oip.infer(gateway, p["model"], p.get("version"), raw, dict(request.headers))
-        return Response(body, headers=headers)
+        start = time.perf_counter()
+        body, headers, served = oip.infer(gateway, p["model"], p.get("version"), raw, dict(request.headers))
+        response = Response(body, headers=headers)
+        timer = gateway.children.request.get((served.variant, "oip"))
+        if timer is not None:
+            timer.observe(time.perf_counter() - start)
+        return response
 
     routes = [
         Route("/predict", guarded(predict), methods=["POST"]),
         Route("/models", guarded(models), methods=["GET"]),
+        Route("/feedback", guarded(feedback), methods=["POST"]),
+        Route("/compare", guarded(compare), methods=["GET"]),
+        Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
         Route("/admin/reload", guarded(admin_reload), methods=["POST"]),
         Route("/admin/routing", guarded(admin_routing), methods=["GET", "PUT"]),
         Route("/v2", guarded(v2_server), methods=["GET"]),

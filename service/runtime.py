@@ -6,6 +6,7 @@ exactly as builders evaluated them offline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class LoadedRepository:
     cards: dict[str, ModelCard]
     sessions: dict[str, ort.InferenceSession]
     variants: dict[str, Variant] = field(default_factory=dict)
+    timers: dict[str, Any] = field(default_factory=dict)
+    """Per-member latency histograms (set by the gateway); empty means untimed."""
 
     @property
     def task(self) -> str:
@@ -68,10 +71,14 @@ class LoadedRepository:
 
     def _run_member(self, name: str, feeds: Mapping[str, npt.NDArray[Any]]) -> Output:
         session = self.sessions[name]
+        timer = self.timers.get(name)
+        start = time.perf_counter()
+        results = session.run(None, feeds)
+        if timer is not None:
+            timer.observe(time.perf_counter() - start)
         if self.task == "regression":
-            (values,) = session.run(None, feeds)
-            return Output(values=np.asarray(values, dtype=np.float64).reshape(-1))
-        label, proba = session.run(None, feeds)
+            return Output(values=np.asarray(results[0], dtype=np.float64).reshape(-1))
+        label, proba = results
         raw = np.asarray(label, dtype=np.int64).reshape(-1)
         p = np.asarray(proba, dtype=np.float64)
         threshold = self.variants[name].threshold

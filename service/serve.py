@@ -13,8 +13,12 @@ SERVICE_NAME = "ensemble_gateway"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `gateway serve`."""
-    parser.add_argument("--repository", type=Path, default=Path("models"),
-                        help="repository root, model folder or version folder (default: newest in models/)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("models"),
+        help="repository root, model folder or version folder (default: newest in models/)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=1)
@@ -22,8 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", type=Path, help="SQLite ledger path (or set GATEWAY_LEDGER_PATH)")
 
 
-def server_env(repository: Path, workers: int, admin_token: str | None = None, ledger: Path | None = None,
-               base: dict[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    repository: Path,
+    workers: int,
+    admin_token: str | None = None,
+    ledger: Path | None = None,
+    base: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Environment for a `bentoml serve` child process of the gateway."""
     env = dict(os.environ if base is None else base)
     env["GATEWAY_REPOSITORY"] = str(repository.resolve())
@@ -55,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     except RepositoryError as exc:
         print(f"gateway serve: error: {exc}", file=sys.stderr)
         return 2
-    print(f"serving {repo.manifest.name} v{repo.manifest.version} from {repo.path} on http://{args.host}:{args.port}",
-          flush=True)
+    print(
+        f"serving {repo.manifest.name} v{repo.manifest.version} from {repo.path} on http://{args.host}:{args.port}",
+        flush=True,
+    )
     env = server_env(repo.path, args.workers, args.admin_token, args.ledger)
     root = Path(__file__).resolve().parent.parent
     os.chdir(root)

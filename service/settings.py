@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     """A repository root, a model folder or one version folder; the newest version is served."""
     ledger_path: Path = Path(".gateway/ledger.sqlite")
     """SQLite file of the prediction ledger."""
+    ledger_enabled: bool = True
+    """Record every prediction (off only to measure what recording costs)."""
+    ledger_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """Predictions are committed at least this often; a kill -9 loses at most this window."""
+    ledger_retention_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    """Unlabelled predictions older than this are deleted."""
+    ledger_max_unlabelled_rows: Annotated[int, Field(ge=1000)] = 5_000_000
+    """Cap on unlabelled prediction rows; the oldest beyond it are deleted."""
     admin_token: SecretStr | None = None
     """Bearer token for /admin/*; without it the admin API answers 403."""
     max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1024

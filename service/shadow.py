@@ -29,7 +29,8 @@ class ShadowStats:
 class ShadowExecutor:
     """Runs submitted callables in order on one daemon thread, within a deadline."""
 
-    def __init__(self, maxsize: int, timeout_s: float) -> None:
+    def __init__(self, maxsize: int, timeout_s: float, on_drop: Callable[[str], None] | None = None) -> None:
+        self._on_drop = on_drop or (lambda _reason: None)
         self._queue: queue.Queue[tuple[float, Callable[[], None]] | None] = queue.Queue(maxsize=maxsize)
         self._timeout = timeout_s
         self.stats = ShadowStats()
@@ -52,6 +53,7 @@ class ShadowExecutor:
             return True
         except queue.Full:
             self.stats.dropped_full += 1
+            self._on_drop("shadow_queue_full")
             return False
 
     def _work(self) -> None:
@@ -64,11 +66,13 @@ class ShadowExecutor:
             try:
                 if time.monotonic() > deadline:
                     self.stats.dropped_timeout += 1
+                    self._on_drop("shadow_timeout")
                     continue
                 job()
                 self.stats.done += 1
             except Exception:  # a failing shadow variant must never take the worker down
                 self.stats.failed += 1
+                self._on_drop("shadow_failed")
                 log.exception("shadow job failed")
             finally:
                 self._queue.task_done()

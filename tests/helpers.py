@@ -203,9 +203,7 @@ class BuiltRepo:
         """Each named member's outputs on the test rows, read from its ONNX file on disk."""
         specs = {m.name: m for m in self.manifest.members}
         feeds = self.feeds()
-        return [
-            session_for(self.version_dir / specs[n].path).run(specs[n].outputs, feeds) for n in names
-        ]
+        return [session_for(self.version_dir / specs[n].path).run(specs[n].outputs, feeds) for n in names]
 
 
 def build_bundled(opts: BuildOptions) -> BuiltRepo:

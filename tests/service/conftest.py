@@ -93,9 +93,14 @@ def feature_records(built_repo: BuiltRepo) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def settings(built_repo: BuiltRepo) -> Settings:
+def settings(built_repo: BuiltRepo, tmp_path: Path) -> Settings:
     return Settings(
-        repository=built_repo.root, admin_token=ADMIN_TOKEN, max_batch_rows=64, max_body_bytes=64_000
+        repository=built_repo.root,
+        admin_token=ADMIN_TOKEN,
+        max_batch_rows=64,
+        max_body_bytes=64_000,
+        ledger_path=tmp_path / "ledger.sqlite",
+        ledger_flush_interval_s=0.05,
     )
 
 
@@ -133,13 +138,17 @@ class Server:
 
 
 def start_server(
-    repository: Path, log: Path, workers: int = 1, extra_env: dict[str, str] | None = None
+    repository: Path,
+    log: Path,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    ledger: Path | None = None,
 ) -> Server:
     """`bentoml serve` on 127.0.0.1 and a free port, in its own process group; waits for /readyz."""
     from service.serve import server_command, server_env
 
     port = free_port()
-    env = server_env(repository, workers, ADMIN_TOKEN)
+    env = server_env(repository, workers, ADMIN_TOKEN, ledger or log.with_name("ledger.sqlite"))
     env.update(extra_env or {})
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(

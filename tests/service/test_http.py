@@ -185,7 +185,7 @@ def test_admin_disabled_without_token(built_repo: BuiltRepo) -> None:
     from service.http import build_app
     from service.settings import Settings
 
-    gw = Gateway(Settings(repository=built_repo.root))
+    gw = Gateway(Settings(repository=built_repo.root, ledger_enabled=False))
     gw.load()
     with TestClient(build_app(gw)) as c:
         r = c.post("/admin/reload", headers=AUTH)

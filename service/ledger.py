@@ -1,0 +1,237 @@
+"""The prediction ledger: every member's and variant's prediction under its request id, and labels.
+
+SQLite in WAL mode by default; the SQL is plain (no SQLite-only types) so a shared database can take
+its place for several replicas. Predictions are written by one background thread from a bounded
+queue, in batches, every ``flush_interval_s``: a graceful stop flushes everything, a ``kill -9`` loses
+at most the last interval. Labels are written synchronously before /feedback answers, so an
+acknowledged label is never lost. Unlabelled predictions older than ``retention_s`` are deleted, and
+so are the oldest ones beyond ``max_unlabelled_rows``, so the file stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.runtime import Output
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    role TEXT NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    label_index INTEGER,
+    score DOUBLE PRECISION,
+    PRIMARY KEY (request_id, row_index, variant)
+);
+CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    label_index INTEGER,
+    value DOUBLE PRECISION,
+    received_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (request_id, row_index)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Outputs of one request to record: variant -> (kind, role, output)."""
+
+    request_id: str
+    model: str
+    version: int
+    created_at: float
+    rows: int
+    outputs: dict[str, tuple[str, str, Output]]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with WAL, a busy timeout and the schema in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (nothing half-written)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def entry_rows(entry: Entry) -> list[tuple[Any, ...]]:
+    """SQL rows for one entry: the label index and a score (P(class 1) for binary, max P for
+    multiclass, the prediction for regression)."""
+    rows: list[tuple[Any, ...]] = []
+    for variant, (kind, role, out) in entry.outputs.items():
+        if out.values is not None:
+            labels: list[Any] = [None] * entry.rows
+            scores = out.values.tolist()
+        else:
+            assert out.labels is not None and out.proba is not None
+            labels = out.labels.tolist()
+            scores = (out.proba[:, 1] if out.proba.shape[1] == 2 else np.max(out.proba, axis=1)).tolist()
+        for i in range(entry.rows):
+            rows.append(
+                (
+                    entry.request_id,
+                    i,
+                    variant,
+                    kind,
+                    role,
+                    entry.model,
+                    entry.version,
+                    entry.created_at,
+                    labels[i],
+                    scores[i],
+                )
+            )
+    return rows
+
+
+class Ledger:
+    """Background writer of predictions; synchronous label joins live in service/feedback.py."""
+
+    def __init__(
+        self,
+        path: Path,
+        flush_interval_s: float = 0.5,
+        max_queue: int = 100_000,
+        retention_s: float = 7 * 86400,
+        max_unlabelled_rows: int = 5_000_000,
+    ) -> None:
+        self.path = path
+        self.flush_interval_s = flush_interval_s
+        self.retention_s = retention_s
+        self.max_unlabelled_rows = max_unlabelled_rows
+        self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
+        self._conn = connect(path)
+        self._flush_requests: queue.Queue[threading.Event] = queue.Queue()
+        self.dropped = 0
+        self.written_rows = 0
+        self._last_cleanup = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="gateway-ledger", daemon=True)
+        self._stopped = False
+        self._thread.start()
+
+    def record(self, entry: Entry) -> bool:
+        """Queue an entry; waits up to 1 s for room (back-pressure), then drops it and says so."""
+        try:
+            self._queue.put(entry, timeout=1.0)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write everything queued so far; True once it is committed."""
+        if self._stopped:
+            return True
+        done = threading.Event()
+        self._flush_requests.put(done)
+        return done.wait(timeout_s)
+
+    def _drain(self) -> list[Entry]:
+        entries: list[Entry] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return entries
+            if item is None:
+                self._stopped = True
+                continue
+            entries.append(item)
+
+    def _write(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        rows = [r for e in entries for r in entry_rows(e)]
+        with transaction(self._conn) as c:
+            # A request id seen twice (a client retry) keeps its first record.
+            c.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        self.written_rows += len(rows)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            deadline = time.monotonic() + self.flush_interval_s
+            waiters: list[threading.Event] = []
+            while time.monotonic() < deadline and not self._stopped:
+                try:
+                    waiters.append(self._flush_requests.get(timeout=max(deadline - time.monotonic(), 0.001)))
+                    break  # a flush request cuts the interval short
+                except queue.Empty:
+                    continue
+            try:
+                self._write(self._drain())
+                if time.monotonic() - self._last_cleanup > 60:
+                    self.cleanup()
+            except Exception:  # keep the writer alive; the entries of this batch are logged as lost
+                log.exception("ledger write failed")
+            for w in waiters:
+                w.set()
+        try:
+            self._write(self._drain())
+        finally:
+            while not self._flush_requests.empty():
+                self._flush_requests.get().set()
+
+    def cleanup(self, now: float | None = None) -> int:
+        """Delete unlabelled predictions past retention or beyond the row cap; returns rows deleted."""
+        self._last_cleanup = time.monotonic()
+        cutoff = (now or time.time()) - self.retention_s
+        unlabelled = (
+            "NOT EXISTS (SELECT 1 FROM labels l WHERE l.request_id = predictions.request_id "
+            "AND l.row_index = predictions.row_index)"
+        )
+        with transaction(self._conn) as c:
+            deleted = c.execute(
+                f"DELETE FROM predictions WHERE created_at < ? AND {unlabelled}", (cutoff,)
+            ).rowcount
+            (count,) = c.execute(f"SELECT COUNT(*) FROM predictions WHERE {unlabelled}").fetchone()
+            excess = count - self.max_unlabelled_rows
+            if excess > 0:
+                deleted += c.execute(
+                    f"DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions WHERE {unlabelled} "
+                    "ORDER BY created_at LIMIT ?)",
+                    (excess,),
+                ).rowcount
+        return int(deleted)
+
+    def close(self) -> None:
+        """Flush everything and stop the writer (graceful stop)."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(None)
+        self._flush_requests.put(threading.Event())  # wake the writer now, not at the end of its interval
+        self._thread.join(timeout=30)
+        self._conn.close()

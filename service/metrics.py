@@ -1,0 +1,239 @@
+"""Every Prometheus metric of the gateway, defined here and only here.
+
+Labels are bounded: ``model`` and ``variant`` come from the manifest, ``role``, ``outcome`` and
+``reason`` from fixed sets; request ids and paths never become labels. With several workers
+(``bentoml serve`` sets PROMETHEUS_MULTIPROC_DIR), values live in per-process files and /metrics
+aggregates them with the multiprocess collector.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MODEL = "model"
+VARIANT = "variant"
+ROLE = "role"
+OUTCOME = "outcome"
+REASON = "reason"
+PROTOCOL = "protocol"
+
+ROLES = ("served", "shadow", "member")
+FEEDBACK_OUTCOMES = ("joined", "unknown_id", "duplicate", "conflicting", "invalid_label")
+CORRECTNESS = ("correct", "incorrect")
+REJECT_REASONS = (
+    "invalid_body",
+    "invalid_field",
+    "unknown_variant",
+    "payload_too_large",
+    "not_found",
+    "unauthorized",
+    "admin_disabled",
+    "unsupported_media_type",
+    "not_ready",
+    "internal_error",
+)
+DROP_REASONS = ("shadow_queue_full", "shadow_timeout", "shadow_failed", "ledger_queue_full")
+
+# ONNX runs of these models take tens of microseconds: the client's default buckets start at 5 ms.
+INFERENCE_BUCKETS = (
+    1e-5,
+    2.5e-5,
+    5e-5,
+    7.5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    7.5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.5,
+    1.0,
+)
+REQUEST_BUCKETS = (
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    7.5e-4,
+    1e-3,
+    1.5e-3,
+    2e-3,
+    3e-3,
+    5e-3,
+    7.5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+DELAY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+INFERENCE_SECONDS = Histogram(
+    "gateway_model_inference_seconds",
+    "onnxruntime run time of one member for one batch",
+    [MODEL],
+    buckets=INFERENCE_BUCKETS,
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "gateway_request_seconds",
+    "Time to answer a prediction request, by the variant that answered",
+    [VARIANT, PROTOCOL],
+    buckets=REQUEST_BUCKETS,
+    registry=REGISTRY,
+)
+PREDICTIONS = Counter(
+    "gateway_predictions",
+    "Rows predicted, by model (member or combiner) and role",
+    [MODEL, ROLE],
+    registry=REGISTRY,
+)
+FEEDBACK = Counter(
+    "gateway_feedback",
+    "Labelled rows scored per model and combiner (classification)",
+    [MODEL, OUTCOME],
+    registry=REGISTRY,
+)
+ABS_ERROR = Counter(
+    "gateway_feedback_abs_error",
+    "Sum of absolute errors on labelled rows (regression)",
+    [MODEL],
+    registry=REGISTRY,
+)
+SQUARED_ERROR = Counter(
+    "gateway_feedback_squared_error",
+    "Sum of squared errors on labelled rows (regression)",
+    [MODEL],
+    registry=REGISTRY,
+)
+SCORED = Counter(
+    "gateway_feedback_scored",
+    "Labelled rows scored per model and combiner (any task)",
+    [MODEL],
+    registry=REGISTRY,
+)
+LABELS = Counter(
+    "gateway_labels",
+    "Labels received on /feedback, by outcome",
+    [OUTCOME],
+    registry=REGISTRY,
+)
+LABEL_DELAY = Histogram(
+    "gateway_label_delay_seconds",
+    "Time from prediction to its label",
+    buckets=DELAY_BUCKETS,
+    registry=REGISTRY,
+)
+SERVED_ROWS = Counter(
+    "gateway_served_rows",
+    "Rows answered to clients (the denominator of label coverage)",
+    registry=REGISTRY,
+)
+DISAGREEMENT = Counter(
+    "gateway_disagreement",
+    "Rows on which a model's label differs from the served answer",
+    [MODEL],
+    registry=REGISTRY,
+)
+COMPARED = Counter(
+    "gateway_compared_rows",
+    "Rows on which a model's label was compared with the served answer",
+    [MODEL],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "gateway_rejected_requests",
+    "Requests refused, by reason",
+    [REASON],
+    registry=REGISTRY,
+)
+DROPPED = Counter(
+    "gateway_dropped_work",
+    "Background work dropped instead of delaying requests",
+    [REASON],
+    registry=REGISTRY,
+)
+OFFLINE_SCORE = Gauge(
+    "gateway_offline_score",
+    "Offline test-split score from the model card",
+    [MODEL, "metric"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+MODEL_INFO = Gauge(
+    "gateway_model_info",
+    "Loaded models: 1 per model with its version, family and kind",
+    [MODEL, "version", "family", "kind", "repository"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+ROUTING_ROLE = Gauge(
+    "gateway_routing_role",
+    "1 for each model's current routing role (champion, challenger, shadow)",
+    [MODEL, ROLE],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+
+
+class Children:
+    """Labelled children resolved once per loaded repository: `.labels()` is costly on the hot path."""
+
+    def __init__(self, models: Iterable[str]) -> None:
+        names = list(models)
+        precreate(names)
+        self.inference = {m: INFERENCE_SECONDS.labels(m) for m in names}
+        self.predictions = {(m, r): PREDICTIONS.labels(m, r) for m in names for r in ROLES}
+        self.disagreement = {m: DISAGREEMENT.labels(m) for m in names}
+        self.compared = {m: COMPARED.labels(m) for m in names}
+        self.request = {(m, p): REQUEST_SECONDS.labels(m, p) for m in names for p in ("json", "oip")}
+        self.rejected = {r: REJECTED.labels(r) for r in REJECT_REASONS}
+        self.dropped = {r: DROPPED.labels(r) for r in DROP_REASONS}
+
+
+def precreate(models: Iterable[str]) -> None:
+    """Create every labelled series at 0 for the loaded models, so dashboards see them at once."""
+    for m in models:
+        INFERENCE_SECONDS.labels(m)
+        for role in ROLES:
+            PREDICTIONS.labels(m, role)
+        for outcome in CORRECTNESS:
+            FEEDBACK.labels(m, outcome)
+        ABS_ERROR.labels(m)
+        SQUARED_ERROR.labels(m)
+        SCORED.labels(m)
+        DISAGREEMENT.labels(m)
+        COMPARED.labels(m)
+    for outcome in FEEDBACK_OUTCOMES:
+        LABELS.labels(outcome)
+    for reason in REJECT_REASONS:
+        REJECTED.labels(reason)
+    for reason in DROP_REASONS:
+        DROPPED.labels(reason)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics body: this process's registry, or every worker's when running multiprocess."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,191 @@
+"""Metrics, the cost-based threshold, the Pareto front and the one-standard-error champion rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from builders.scoring import (
+    Candidate,
+    choose_champion,
+    choose_threshold,
+    classification_metrics,
+    expected_cost,
+    oriented,
+    pareto_front,
+    primary_metric,
+    regression_metrics,
+    standard_error,
+)
+
+# --- cost and threshold --------------------------------------------------------------------------
+
+# P(class 1) and truth, by hand: with a false negative 5x as costly as a false positive,
+#   t < 0.1  -> all positive: 3 FP                                  cost 3/6
+#   t in (0.1, 0.3] (incl. the Bayes threshold 1/6): 2 FP          cost 2/6
+#   t in (0.3, 0.4]: 1 FP (the 0.6 negative)                       cost 1/6   <- best
+#   t in (0.4, 0.6]: 1 FP + 1 FN                                   cost 6/6
+P1 = np.array([0.1, 0.3, 0.4, 0.6, 0.8, 0.9])
+Y = np.array([0, 0, 1, 0, 1, 1])
+
+
+def test_expected_cost_by_hand() -> None:
+    labels = np.array([1, 1, 0, 0, 1, 1])  # FP at 0 and 1, FN at 2
+    assert expected_cost(Y, labels, 1.0, 5.0) == pytest.approx((2 * 1 + 1 * 5) / 6)
+    assert expected_cost(Y, Y, 1.0, 5.0) == 0.0
+
+
+def test_choose_threshold_minimises_cost_on_a_hand_example() -> None:
+    threshold = choose_threshold(P1, Y, 1.0, 5.0)
+    assert threshold == pytest.approx(0.35)
+    assert expected_cost(Y, (threshold <= P1).astype(int), 1.0, 5.0) == pytest.approx(1 / 6)
+
+
+def test_choose_threshold_moves_with_the_costs() -> None:
+    # Expensive false positives: predicting positive only above 0.6 avoids both FPs on the right.
+    threshold = choose_threshold(P1, Y, 10.0, 1.0)
+    assert 0.6 < threshold <= 0.8
+    assert expected_cost(Y, (threshold <= P1).astype(int), 10.0, 1.0) == pytest.approx(1 / 6)
+
+
+def test_choose_threshold_breaks_cost_ties_towards_the_bayes_threshold() -> None:
+    # Perfectly separated: every threshold in (0.2, 0.8] costs 0; the pick is the one nearest 1/(1+1).
+    p1 = np.array([0.1, 0.2, 0.8, 0.9])
+    y = np.array([0, 0, 1, 1])
+    assert choose_threshold(p1, y, 1.0, 1.0) == pytest.approx(0.5)
+    assert choose_threshold(p1, y, 1.0, 3.0) == pytest.approx(0.25)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.integers(2, 30).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.float64, n, elements=st.floats(0.001, 0.999)),
+            hnp.arrays(np.int64, n, elements=st.integers(0, 1)),
+        )
+    ),
+    st.floats(0.1, 10.0),
+    st.floats(0.1, 10.0),
+)
+def test_no_threshold_in_a_fine_grid_costs_less(
+    case: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]], fp: float, fn: float
+) -> None:
+    p1, y = case
+    chosen = choose_threshold(p1, y, fp, fn)
+    best = expected_cost(y, (p1 >= chosen).astype(int), fp, fn)
+    grid = np.concatenate([np.linspace(0.0005, 1.0, 401), p1])
+    others = [expected_cost(y, (p1 >= t).astype(int), fp, fn) for t in grid]
+    assert best <= min(others) + 1e-12
+    assert 0.0 < chosen <= 1.0
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_classification_metrics_binary_with_costs() -> None:
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[0.8, 0.2], [0.4, 0.6], [0.3, 0.7], [0.6, 0.4]])
+    labels = proba.argmax(axis=1)
+    out = classification_metrics(y, proba, labels, 2, costs=(1.0, 5.0))
+    assert out["accuracy"] == 0.5
+    assert out["f1"] == pytest.approx(0.5)
+    assert out["roc_auc"] == pytest.approx(0.75)
+    assert out["log_loss"] == pytest.approx(-np.mean(np.log([0.8, 0.4, 0.7, 0.4])))
+    assert out["cost"] == pytest.approx((1 + 5) / 4)
+
+
+def test_classification_metrics_survive_zero_probabilities_and_absent_classes() -> None:
+    y = np.array([0, 0, 1, 1])  # class 2 never occurs in this split
+    proba = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    out = classification_metrics(y, proba, proba.argmax(axis=1), 3)
+    assert math.isfinite(out["log_loss"])
+    assert "roc_auc" not in out
+    assert "cost" not in out
+
+
+def test_regression_metrics() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    pred = np.array([[1.0], [2.0], [3.0], [6.0]])  # ONNX regressors answer (rows, 1)
+    out = regression_metrics(y, pred)
+    assert out["rmse"] == pytest.approx(1.0)
+    assert out["mae"] == pytest.approx(0.5)
+    assert out["r2"] == pytest.approx(1 - 4 / 5)
+
+
+def test_primary_metric_and_orientation() -> None:
+    assert primary_metric("binary") == primary_metric("multiclass") == "accuracy"
+    assert primary_metric("regression") == "rmse"
+    assert oriented("accuracy", 0.9) == 0.9
+    assert oriented("rmse", 3.0) == -3.0
+    assert oriented("log_loss", 0.2) == -0.2
+
+
+# --- Pareto front and champion -------------------------------------------------------------------
+
+
+def test_pareto_front() -> None:
+    points = [
+        ("accurate", 0.95, 400.0),
+        ("fast", 0.80, 10.0),
+        ("middle", 0.90, 100.0),
+        ("dominated", 0.85, 150.0),  # middle is better and faster
+        ("slow_twin", 0.95, 500.0),  # as good as accurate, but slower
+        ("twin", 0.95, 400.0),  # identical to accurate: neither dominates the other
+    ]
+    assert pareto_front(points) == {"accurate", "twin", "fast", "middle"}
+    assert pareto_front([("only", 0.5, 1.0)]) == {"only"}
+
+
+def test_standard_error() -> None:
+    assert standard_error("accuracy", 0.9, 100) == pytest.approx(0.03)
+    assert standard_error("rmse", 10.0, 50) == pytest.approx(1.0)
+    assert standard_error("accuracy", 0.9, 1) == math.inf
+    # A perfect score still leaves a tiny, positive standard error.
+    assert 0 < standard_error("accuracy", 1.0, 100) < 1e-6
+
+
+def _candidates(rows: list[tuple[str, float, float, bool]]) -> list[Candidate]:
+    return [Candidate(name=n, validation_score=s, latency_us=lat, eligible=e) for n, s, lat, e in rows]
+
+
+def test_champion_is_the_fastest_within_one_standard_error() -> None:
+    # Best accuracy 0.90 on 100 rows: SE 0.03, so anything >= 0.87 qualifies.
+    pool = _candidates(
+        [
+            ("best", 0.90, 500.0, True),
+            ("close", 0.88, 50.0, True),
+            ("too_far", 0.85, 10.0, True),
+            ("baseline", 0.60, 1.0, False),
+        ]
+    )
+    name, rule = choose_champion(pool, "accuracy", 100)
+    assert name == "close"
+    assert "one standard error (0.0300)" in rule
+    assert "best: 0.9000" in rule
+
+
+def test_champion_rule_for_rmse_prefers_lower() -> None:
+    # Best RMSE 50 on 50 rows: SE 50 / sqrt(100) = 5, so anything <= 55 qualifies.
+    pool = _candidates([("best", 50.0, 100.0, True), ("near", 54.0, 20.0, True), ("far", 56.0, 5.0, True)])
+    assert choose_champion(pool, "rmse", 50)[0] == "near"
+
+
+def test_champion_latency_tie_goes_to_the_better_score() -> None:
+    pool = _candidates([("a", 0.89, 10.0, True), ("b", 0.90, 10.0, True)])
+    assert choose_champion(pool, "accuracy", 100)[0] == "b"
+
+
+def test_champion_ignores_ineligible_models_even_when_best() -> None:
+    pool = _candidates([("failed_parity", 0.99, 1.0, False), ("ok", 0.80, 100.0, True)])
+    assert choose_champion(pool, "accuracy", 100)[0] == "ok"
+
+
+def test_no_eligible_champion_raises() -> None:
+    with pytest.raises(ValueError, match="no eligible candidate"):
+        choose_champion(_candidates([("x", 0.9, 1.0, False)]), "accuracy", 100)

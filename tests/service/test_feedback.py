@@ -1,0 +1,155 @@
+"""Feedback joins, metrics by sample value, and /compare on real recorded traffic (in-process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from service import metrics
+from service.gateway import Gateway
+from tests.service.conftest import BuiltRepo
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def predict(client: Any, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    r = client.post("/predict", json={"records": records, **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_feedback_outcomes(client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]) -> None:
+    out = predict(client, feature_records[:3], request_id="fb-1")
+    classes = gateway.repo.manifest.classes
+    body = {
+        "labels": [
+            {"request_id": "fb-1", "row": 0, "label": classes[0]},
+            {"request_id": "fb-1", "row": 1, "label": str(classes[1])},
+            {"request_id": "fb-1", "row": 0, "label": classes[0]},
+            {"request_id": "fb-1", "row": 0, "label": classes[1]},
+            {"request_id": "nope", "row": 0, "label": classes[0]},
+            {"request_id": "fb-1", "row": 2, "label": "not-a-class"},
+            {"request_id": "fb-1", "row": -1, "label": classes[0]},
+            {"request_id": "fb-1", "row": 2},
+            7,
+        ]
+    }
+    r = client.post("/feedback", json=body)
+    assert r.status_code == 200, r.text
+    counts = r.json()
+    assert {k: counts[k] for k in metrics.FEEDBACK_OUTCOMES} == {
+        "joined": 2,
+        "unknown_id": 1,
+        "duplicate": 1,
+        "conflicting": 1,
+        "invalid_label": 4,
+    }
+    assert counts["received"] == 9
+    assert any("labels[5].label" in e for e in counts["errors"])
+    # The first label stays: re-sending the first label is still a duplicate, not a conflict.
+    again = client.post("/feedback", json={"request_id": "fb-1", "row": 0, "label": classes[0]}).json()
+    assert again["duplicate"] == 1
+    assert out["request_id"] == "fb-1"
+
+
+def test_feedback_scores_every_model_once(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    served = predict(client, feature_records[:1], request_id="fb-score")
+    assert gateway.shadow.drain(10)
+    label = served["predictions"][0]["label"]
+    before = {
+        n: sample("gateway_feedback_total", model=n, outcome="correct")
+        + sample("gateway_feedback_total", model=n, outcome="incorrect")
+        for n in gateway.repo.variants
+    }
+    client.post("/feedback", json={"request_id": "fb-score", "row": 0, "label": label})
+    client.post("/feedback", json={"request_id": "fb-score", "row": 0, "label": label})
+    for name in gateway.repo.variants:
+        after = sample("gateway_feedback_total", model=name, outcome="correct") + sample(
+            "gateway_feedback_total", model=name, outcome="incorrect"
+        )
+        assert after - before[name] == 1, name  # shadow at 100%: every model predicted this row, once
+    served_name = served["variant"]
+    assert sample("gateway_feedback_total", model=served_name, outcome="correct") >= 1
+
+
+def test_feedback_bad_bodies_are_4xx(client: Any) -> None:
+    assert client.post("/feedback", content=b"{").status_code == 400
+    assert client.post("/feedback", json=[]).status_code == 400
+    assert client.post("/feedback", json={"labels": [], "x": 1}).status_code == 400
+    r = client.post("/feedback", json={"labels": [{"request_id": "x"}] * 10_001})
+    assert r.status_code == 413
+
+
+def test_oip_prediction_can_be_labelled_by_its_id(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    rec = next(r for r in feature_records if all(v is not None for v in r.values()))
+    inputs = [
+        {
+            "name": c.name,
+            "shape": [1],
+            "datatype": "FP32" if c.kind == "numeric" else "BYTES",
+            "data": [rec[c.name]],
+        }
+        for c in gateway.repo.manifest.inputs
+    ]
+    r = client.post(
+        f"/v2/models/{gateway.repo.manifest.name}/infer", json={"id": "oip-label", "inputs": inputs}
+    )
+    label = r.json()["outputs"][0]["data"][0]
+    counts = client.post("/feedback", json={"request_id": "oip-label", "row": 0, "label": label}).json()
+    assert counts["joined"] == 1
+
+
+def test_metrics_endpoint_and_rejections(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    before = sample("gateway_rejected_requests_total", reason="invalid_field")
+    client.post("/predict", json={"records": [{}]})
+    assert sample("gateway_rejected_requests_total", reason="invalid_field") == before + 1
+    predict(client, feature_records[:2])
+    text = client.get("/metrics").text
+    for name in (
+        "gateway_model_inference_seconds_bucket",
+        "gateway_request_seconds_bucket",
+        "gateway_predictions_total",
+        "gateway_offline_score",
+        "gateway_model_info",
+        "gateway_label_delay_seconds_bucket",
+        "gateway_disagreement_total",
+    ):
+        assert name in text, name
+    assert 'le="1e-05"' in text, "buckets resolve tens of microseconds"
+    assert "request_id" not in text
+
+
+def test_compare_on_recorded_traffic(client: Any, gateway: Gateway, built_repo: BuiltRepo) -> None:
+    frame = pd.read_csv(built_repo.csv)
+    rows = frame.head(120)
+    truth = rows["target"].tolist()
+    records = rows.drop(columns=["target", "row_id"]).to_dict(orient="records")
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records]
+    for i in range(0, len(records), 40):
+        predict(client, records[i : i + 40], request_id=f"cmp-{i}")
+    assert gateway.shadow.drain(10)
+    labels = [{"request_id": f"cmp-{i - i % 40}", "row": i % 40, "label": y} for i, y in enumerate(truth)]
+    fb = client.post("/feedback", json={"labels": labels}).json()
+    assert fb["joined"] == 120, fb
+    doc = client.get("/compare").json()
+    assert (doc["labelled_rows"], doc["served_rows"]) == (120, 120)
+    assert doc["label_coverage"] == pytest.approx(1.0)
+    by_model = {m["model"]: m for m in doc["models"]}
+    assert set(by_model) == set(gateway.repo.variants)
+    for m in by_model.values():
+        assert m["n"] == 120 and m["low"] <= m["online"] <= m["high"]
+        assert m["offline"] is not None
+    assert {t["challenger"] for t in doc["tests"]} == set(gateway.repo.variants) - {doc["champion"]}
+    for t in doc["tests"]:
+        assert t["n"] == 120 and t["verdict"]
+    assert doc["summary"].startswith("Offline winner:")
