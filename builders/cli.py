@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from builders.errors import BuildError
     from builders.report import leaderboard_rows
 
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
     opts = BuildOptions(
         target=args.target,
         data=args.data,

@@ -98,7 +98,9 @@ def choose_threshold(p1: npt.NDArray[Any], y: npt.NDArray[Any], fp_cost: float, 
     costs = np.array([expected_cost(y, (p1 >= t).astype(np.int64), fp_cost, fn_cost) for t in candidates])
     best = np.flatnonzero(costs <= costs.min() + 1e-12)
     pick = best[np.argmin(np.abs(candidates[best] - bayes))]
-    return float(round(candidates[pick], 6))
+    # Not rounded: probabilities closer than the rounding step (saturated float32 outputs near 0 or 1)
+    # would land on the other side of it, and the stored threshold would no longer make this decision.
+    return float(candidates[pick])
 
 
 def served_labels(proba: npt.NDArray[Any], threshold: float | None) -> npt.NDArray[np.int64]:

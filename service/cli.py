@@ -22,6 +22,19 @@ def _parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover
         pass
     serve.add_arguments(sub.add_parser("serve", help="serve a repository with BentoML"))
+    from service import compare_table, demo, replay_cli
+
+    replay_cli.add_arguments(
+        sub.add_parser(
+            "replay",
+            help="send a table as live traffic with delayed labels, then compare",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    compare_table.add_arguments(
+        sub.add_parser("compare", help="offline vs online comparison of a running gateway")
+    )
+    demo.add_arguments(sub.add_parser("demo", help="build, serve, replay with drift, compare (the main job)"))
     return parser
 
 
@@ -36,6 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service import serve
 
         return serve.run(args)
+    if args.command == "replay":
+        from service import replay_cli
+
+        return replay_cli.run_cli(args)
+    if args.command == "compare":
+        from service import compare_table
+
+        return compare_table.run(args)
+    if args.command == "demo":
+        from service import demo
+
+        return demo.run(args)
     return 2
 
 

@@ -218,9 +218,10 @@ def compare(conn: sqlite3.Connection, repo: Any, champion: str, others: Sequence
     sign = -1.0 if regression else 1.0
     scored = [m for m in models if m["online"] is not None and m["offline"] is not None]
     for key in ("offline", "online"):
-        order = sorted(scored, key=lambda m, k=key: -sign * m[k])  # type: ignore[misc]
-        for rank, m in enumerate(order, 1):
-            m[f"{key}_rank"] = rank
+        # Ties share the best rank (1, 1, 3): equal scores are not an ordering.
+        ranks = stats.rankdata([-sign * m[key] for m in scored], method="min") if scored else []
+        for m, rank in zip(scored, ranks, strict=True):
+            m[f"{key}_rank"] = int(rank)
     tau, tau_p = kendall([sign * m["offline"] for m in scored], [sign * m["online"] for m in scored])
 
     tests: list[PairedTest] = []
@@ -282,8 +283,8 @@ def compare(conn: sqlite3.Connection, repo: Any, champion: str, others: Sequence
                 "verdict": verdict(better, p_adj, t.n, t.labels_needed),
             }
         )
-    best_offline = min(scored, key=lambda m: m["offline_rank"])["model"] if scored else None
-    best_online = min(scored, key=lambda m: m["online_rank"])["model"] if scored else None
+    best_offline = _best(scored, "offline", sign)
+    best_online = _best(scored, "online", sign)
     return {
         "model": manifest.name,
         "version": manifest.version,
@@ -301,6 +302,14 @@ def compare(conn: sqlite3.Connection, repo: Any, champion: str, others: Sequence
         "tests": final,
         "summary": summary(best_offline, best_online, champion, final),
     }
+
+
+def _best(scored: list[dict[str, Any]], key: str, sign: float) -> str | None:
+    """The top model by a score; ties listed together ("logreg = hist_gb")."""
+    if not scored:
+        return None
+    top = max(sign * m[key] for m in scored)
+    return " = ".join(m["model"] for m in scored if sign * m[key] == top)
 
 
 def summary(

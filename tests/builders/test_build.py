@@ -234,10 +234,8 @@ def test_vote_against_independent_members(classification_repo: BuiltRepo) -> Non
 def test_cost_run_sets_decision_thresholds(cancer_repo: BuiltRepo) -> None:
     repo = cancer_repo
     assert repo.result.extras["costs"] == (1.0, 5.0)
-    thresholds = {
-        spec.name: _card(repo, spec.card).decision_threshold
-        for spec in [*repo.manifest.members, *repo.manifest.ensembles]
-    }
+    cards = [m.card for m in repo.manifest.members] + [e.card for e in repo.manifest.ensembles]
+    thresholds = {card.name: card.decision_threshold for card in (_card(repo, c) for c in cards)}
     # Probability-based models get a cost-chosen threshold; the baseline and the hard vote cannot.
     assert thresholds.pop("dummy") is None
     assert thresholds.pop("vote") is None
@@ -255,8 +253,9 @@ def test_cost_run_sets_decision_thresholds(cancer_repo: BuiltRepo) -> None:
 
 
 def test_runs_without_costs_have_no_thresholds(iris_repo: BuiltRepo) -> None:
-    for spec in [*iris_repo.manifest.members, *iris_repo.manifest.ensembles]:
-        card = _card(iris_repo, spec.card)
+    cards = [m.card for m in iris_repo.manifest.members] + [e.card for e in iris_repo.manifest.ensembles]
+    for path in cards:
+        card = _card(iris_repo, path)
         assert card.decision_threshold is None
         assert "cost" not in card.metrics["test"]
 

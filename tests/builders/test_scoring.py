@@ -62,6 +62,25 @@ def test_choose_threshold_breaks_cost_ties_towards_the_bayes_threshold() -> None
     assert choose_threshold(p1, y, 1.0, 3.0) == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize(
+    ("p1", "fp_cost", "fn_cost"),
+    [
+        ([0.3, 0.30000001, 0.9], 1.0, 1.0),
+        # Saturated float32 outputs of a confident model, and a very costly false negative.
+        (np.array([1e-8, 3e-8, 0.5], dtype=np.float32), 1.0, 1000.0),
+    ],
+)
+def test_the_threshold_keeps_its_decision_on_nearly_equal_probabilities(
+    p1: list[float] | npt.NDArray[np.float32], fp_cost: float, fn_cost: float
+) -> None:
+    # Rows 1 and 2 are positive, row 0 is not: the best threshold sits between p1[0] and p1[1].
+    probs = np.asarray(p1, dtype=np.float64)
+    y = np.array([0, 1, 1])
+    threshold = choose_threshold(probs, y, fp_cost, fn_cost)
+    np.testing.assert_array_equal((threshold <= probs).astype(int), y)
+    assert expected_cost(y, (threshold <= probs).astype(int), fp_cost, fn_cost) == 0.0
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     st.integers(2, 30).flatmap(

@@ -357,7 +357,9 @@ def test_hard_vote_tie_goes_to_the_lowest_index(n_classes: int, data: st.DataObj
 def test_mean_lies_within_the_members(values: npt.NDArray[np.float64], data: st.DataObject) -> None:
     n_members = values.shape[0]
     weights = data.draw(
-        st.lists(st.floats(0.0, 100.0), min_size=n_members, max_size=n_members).filter(lambda w: sum(w) > 0)
+        st.lists(st.floats(0.0, 100.0, allow_subnormal=False), min_size=n_members, max_size=n_members).filter(
+            lambda w: sum(w) > 0
+        )
         | st.none()
     )
     out = mean(values, weights)

@@ -86,7 +86,7 @@ def test_meta_model_only_and_always_for_stacking(
     with pytest.raises(ValidationError, match=message):
         EnsembleSpec(
             name="x",
-            strategy=strategy,  # type: ignore[arg-type]
+            strategy=strategy,
             members=["a", "b"],
             meta_model=meta_model,
             meta_sha256=meta_sha256,

@@ -1,0 +1,113 @@
+"""`gateway compare --url URL`: the /compare document as terminal tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+
+def make_console() -> Console:
+    """A console that does not squeeze tables to 80 columns when output goes to a file or a CI log."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render(doc: dict[str, Any], console: Console) -> None:
+    """Models (offline vs online with intervals and ranks), paired tests, and the summary."""
+    metric = doc["metric"]
+    t = Table(
+        title=f"Offline vs online: {doc['model']} v{doc['version']} ({metric}; champion {doc['champion']})"
+    )
+    for col in (
+        "model",
+        "kind",
+        f"offline {metric}",
+        "offline rank",
+        f"online {metric}",
+        "95% interval",
+        "labels",
+        "online rank",
+    ):
+        t.add_column(col)
+    rows = sorted(doc["models"], key=lambda m: m.get("online_rank") or 10**6)
+    for m in rows:
+        name = m["model"] + (" ★" if m["model"] == doc["champion"] else "")
+        interval = f"[{_f(m['low'], 3)}, {_f(m['high'], 3)}]" if m["low"] is not None else "–"
+        t.add_row(
+            name,
+            m["kind"],
+            _f(m["offline"]),
+            _f(m.get("offline_rank")),
+            _f(m["online"]),
+            interval,
+            str(m["n"]),
+            _f(m.get("online_rank")),
+        )
+    console.print(t)
+    tests = Table(
+        title=f"Champion {doc['champion']} vs each model on the same labelled rows "
+        "(exact McNemar / Wilcoxon; Holm-adjusted p)"
+    )
+    for col in ("challenger", "rows", "champion", "challenger score", "p (adj.)", "verdict"):
+        tests.add_column(col)
+    for row in doc["tests"]:
+        tests.add_row(
+            row["challenger"],
+            str(row["n"]),
+            _f(row["champion_score"]),
+            _f(row["challenger_score"]),
+            _f(row["p_adjusted"], 4),
+            row["verdict"],
+        )
+    console.print(tests)
+    tau = doc.get("kendall_tau")
+    coverage = doc.get("label_coverage")
+    console.print(
+        f"served rows {doc['served_rows']}, labelled {doc['labelled_rows']}"
+        + (f" (coverage {coverage:.0%})" if coverage is not None else "")
+        + (
+            f"; Kendall's tau offline vs online rank: {tau:.2f} (p {doc['kendall_p']:.3f})"
+            if tau is not None
+            else ""
+        ),
+        markup=False,
+    )
+    console.print(doc["summary"], markup=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `gateway compare`."""
+    parser.add_argument("--url", default="http://127.0.0.1:3000", help="gateway base URL")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON document")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fetch /compare and print it; exit 2 when the gateway cannot be reached or answers an error."""
+    try:
+        r = httpx.get(f"{args.url.rstrip('/')}/compare", timeout=30)
+    except httpx.HTTPError as exc:
+        print(
+            f"gateway compare: error: --url {args.url}: cannot reach the gateway ({type(exc).__name__})",
+            file=sys.stderr,
+        )
+        return 2
+    if r.status_code != 200:
+        print(f"gateway compare: error: /compare answered {r.status_code}: {r.text[:300]}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(r.text)
+        return 0
+    render(r.json(), make_console())
+    return 0

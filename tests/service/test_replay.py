@@ -1,0 +1,220 @@
+"""Replay, drift, `gateway compare` and `gateway demo` against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from service import drift
+from service.cli import main
+from service.replay import fetch_schema, run
+from service.replay_cli import make_plan
+from tests.service.conftest import ROOT, BuiltRepo, Server, free_port
+
+
+def test_drift_specs_parse_and_apply() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"], "y": ["p", "q", "p", "q"]})
+    ops = drift.parse("shift:x:10,scale:x:2,segment:c=a", frame, "y")
+    out = drift.apply(ops, frame, "y", np.random.default_rng(0))
+    assert out["x"].tolist() == [22.0, 26.0] and set(out["c"]) == {"a"}
+    flipped = drift.apply(drift.parse("flip:1", frame, "y"), frame, "y", np.random.default_rng(0))
+    assert (flipped["y"] != frame["y"]).all()
+    blank = drift.apply(drift.parse("missing:c:1", frame, "y"), frame, "y", np.random.default_rng(0))
+    assert blank["c"].isna().all()
+    for bad, fragment in [
+        ("scale:nope:2", "no column"),
+        ("scale:c:2", "not numeric"),
+        ("shift:x:abc", "number"),
+        ("missing:x:2", "fraction"),
+        ("wobble:x:1", "expected"),
+        ("segment:c", "COLUMN=VALUE"),
+        ("scale:y:2", "target"),
+    ]:
+        with pytest.raises(drift.DriftError, match=fragment):
+            drift.parse(bad, frame, "y")
+
+
+@pytest.fixture(scope="module")
+def table(built_repo: BuiltRepo) -> pd.DataFrame:
+    return pd.read_csv(built_repo.csv)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("oip", [False, True])
+def test_replay_posts_delayed_labels_and_compares(server: Server, table: pd.DataFrame, oip: bool) -> None:
+    schema = fetch_schema(server.url)
+    plan = make_plan(
+        table,
+        schema,
+        "target",
+        rows=80,
+        routing_key=None,
+        drift_spec="scale:age:1.5",
+        drift_after=0.5,
+        jitter=0.0,
+        seed=0,
+    )
+    assert len(plan.records) == 80
+    started = time.monotonic()
+    stats = asyncio.run(
+        run(
+            server.url,
+            plan,
+            schema,
+            rps=200,
+            duration=None,
+            label_delay=0.3,
+            label_fraction=0.5,
+            oip=oip,
+            seed=0,
+        )
+    )
+    assert time.monotonic() - started < 30
+    assert stats.answered == 80 and not stats.errors
+    assert 20 <= stats.labels_posted <= 60 and stats.labels_joined == stats.labels_posted
+    doc = httpx.get(f"{server.url}/compare", timeout=30).json()
+    assert doc["labelled_rows"] >= stats.labels_joined
+
+
+def test_replay_against_a_dead_server_counts_failures_and_ends(
+    table: pd.DataFrame, built_repo: BuiltRepo
+) -> None:
+    from service.registry import load_manifest
+    from service.replay import Schema
+
+    m = load_manifest(built_repo.version)
+    schema = Schema(
+        model=m.name,
+        task=m.task,
+        classes=m.classes,
+        inputs=[{"name": c.name, "kind": c.kind} for c in m.inputs],
+    )
+    plan = make_plan(
+        table,
+        schema,
+        "target",
+        rows=20,
+        routing_key=None,
+        drift_spec=None,
+        drift_after=0.5,
+        jitter=0.0,
+        seed=0,
+    )
+    started = time.monotonic()
+    stats = asyncio.run(
+        run(
+            f"http://127.0.0.1:{free_port()}",
+            plan,
+            schema,
+            rps=100,
+            duration=None,
+            label_delay=0.1,
+            label_fraction=1.0,
+            oip=False,
+        )
+    )
+    assert stats.errors["refused"] == 20 and stats.answered == 0
+    assert time.monotonic() - started < 15
+
+
+def test_replay_cli_bad_input_exits_2(
+    capsys: pytest.CaptureFixture[str], server: Server, tmp_path: Path
+) -> None:
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"age": [1.0], "target": ["stay"]}).to_csv(csv, index=False)
+    assert main(["replay", "--url", server.url, "--data", str(csv), "--rows", "5"]) == 2
+    assert "monthly income" in capsys.readouterr().err
+    assert main(["replay", "--url", server.url, "--data", str(tmp_path / "none.csv")]) == 2
+    assert main(["replay", "--url", f"http://127.0.0.1:{free_port()}", "--data", str(csv)]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+    assert main(["replay", "--url", server.url, "--data", str(csv), "--rps", "0"]) == 2
+
+
+def test_compare_cli_prints_tables(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--url", server.url]) == 0
+    out = capsys.readouterr().out
+    assert "Offline vs online" in out and "verdict" in out
+    assert main(["compare", "--url", f"http://127.0.0.1:{free_port()}"]) == 2
+
+
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from builders.build import BuildOptions, run_build
+
+    out = tmp_path_factory.mktemp("demo") / "models"
+    run_build(
+        BuildOptions(
+            dataset="breast_cancer",
+            out=out,
+            budget=1,
+            families=["tree", "naive_bayes"],
+            learning_curves=False,
+        )
+    )
+    return out
+
+
+def _demo(out: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "demo",
+            "--out",
+            str(out),
+            "--rows",
+            "200",
+            "--rps",
+            "200",
+            "--label-delay",
+            "0.2",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(demo_repo: Path) -> None:
+    proc = _demo(demo_repo, "--no-prometheus")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "Offline winner:" in out and "Where to look" in out
+
+
+@pytest.mark.slow
+def test_demo_ctrl_c_stops_everything_it_started(demo_repo: Path) -> None:
+    port = free_port()
+    proc = _demo(demo_repo, "--no-prometheus", "--keep-running", "--port", str(port))
+    deadline = time.monotonic() + 240
+    lines: list[str] = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "servers keep running" in line:
+            break
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200, "".join(lines)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
