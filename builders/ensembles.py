@@ -6,8 +6,9 @@ validation score; then repeatedly add the candidate with the highest
     utility = normalised_score - DIVERSITY_WEIGHT * mean error correlation with those already chosen
 
 where normalised_score maps the baseline's validation score to 0 and the best member's to 1.
-Candidates scoring below the midpoint between baseline and best are not considered, and the number
-of members is odd (3, or 5 when at least 7 candidates qualify) so a binary hard vote cannot tie.
+Candidates scoring below the midpoint between baseline and best are not considered (unless fewer
+than three pass, then the three best are), and the number of members is odd (3, or 5 when at least
+7 candidates qualify) so a binary hard vote cannot tie; only a field of two models gives a pair.
 """
 
 from __future__ import annotations
@@ -64,13 +65,11 @@ def select_members(
     span = best - baseline_score
     norm = (s - baseline_score) / span if span > 0 else np.ones_like(s)
     eligible = [i for i in range(len(names)) if norm[i] >= 0.5]
-    if len(eligible) < 2:
-        eligible = list(np.argsort(-s)[: min(3, len(names))])
+    if len(eligible) < 3:
+        # Too few strong candidates for an odd vote: take the three best overall instead.
+        eligible = [int(i) for i in np.argsort(-s, kind="stable")[: min(3, len(names))]]
     size = 5 if len(eligible) >= 7 else 3
     size = min(size, len(eligible))
-    if size % 2 == 0 and size > 1:
-        size -= 1
-    size = max(size, 2)
     chosen = [int(max(eligible, key=lambda i: s[i]))]
     while len(chosen) < size:
         rest = [i for i in eligible if i not in chosen]

@@ -6,6 +6,7 @@ graph ignores its input's values and broadcasts the training prior (or mean) to 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,8 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from service.manifest import ColumnSpec, ParityRecord
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-"""One opset for every graph, so members can later be merged into one."""
+"""The same target opset for every graph (each declares the lowest version it needs, never more), so
+members can later be upgraded to one opset and merged."""
 PROBA_TOLERANCE = 1e-4
 """Largest allowed |P_onnx - P_sklearn|; float32 arithmetic stays well inside this except where noted."""
 FAMILY_TOLERANCE = {"naive_bayes": 2e-2}
@@ -112,14 +114,30 @@ def to_onnx(
     model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: bool, name: str
 ) -> onnx.ModelProto:
     """Convert with plain tensor outputs (label + probabilities, or variable)."""
+    with warnings.catch_warnings():
+        # skl2onnx 1.20 + protobuf 6 warn on HistGradientBoosting's boolean attributes; harmless, and
+        # under warnings-as-errors it would silently exclude the family.
+        warnings.filterwarnings(
+            "ignore", message=".*Expected an int, got a boolean", category=DeprecationWarning
+        )
+        onx = _convert(model, inputs, classifier, name)
+    return _check_outputs(onx, classifier, name)
+
+
+def _convert(
+    model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: bool, name: str
+) -> onnx.ModelProto:
     options = {"zipmap": False} if classifier else None
-    onx = convert_sklearn(
+    return convert_sklearn(
         model,
         name=name,
         initial_types=inputs,
         target_opset=TARGET_OPSET,
         options={id(model): options} if options else None,
     )
+
+
+def _check_outputs(onx: onnx.ModelProto, classifier: bool, name: str) -> onnx.ModelProto:
     outputs = [o.name for o in onx.graph.output]
     expected = ["label", "probabilities"] if classifier else ["variable"]
     if outputs != expected:

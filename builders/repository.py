@@ -6,6 +6,7 @@ folders named by an integer, and those are complete (manifest written last, fsyn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,6 +64,9 @@ def staging(root: Path, name: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        # A first build that failed leaves no empty model folder behind either.
+        with contextlib.suppress(OSError):
+            model_dir.rmdir()
 
 
 def publish(tmp: Path, make_manifest: Callable[[int, dict[str, str]], Manifest]) -> Path:

@@ -11,16 +11,6 @@ from builders.build import BuildOptions
 from tests.helpers import BuiltRepo, build_bundled, manifest_data
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # skl2onnx 1.20's HistGradientBoosting converter hands booleans to int attributes; protobuf 6
-    # deprecates that (protobuf 7 rejects it, hence the pin). Under `filterwarnings = error` the
-    # warning would abort the export and silently exclude hist_gb from every build in the suite.
-    config.addinivalue_line(
-        "filterwarnings",
-        "ignore:Field onnx.AttributeProto.ints. Expected an int, got a boolean:DeprecationWarning",
-    )
-
-
 @pytest.fixture
 def manifest_dict() -> dict[str, Any]:
     """A fresh, valid manifest as plain data, for tests to break one field at a time."""

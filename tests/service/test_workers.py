@@ -1,0 +1,57 @@
+"""Two workers: metrics aggregate across processes, labels join whichever worker predicted."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.conftest import BuiltRepo, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+
+def value(text: str, sample: str) -> float:
+    pattern = re.escape(sample) + r" ([0-9.e+-]+)"
+    match = re.search(r"^" + pattern + "$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_two_workers_count_every_request_once(
+    built_repo: BuiltRepo, tmp_path: Path, feature_records: list[dict[str, Any]]
+) -> None:
+    server = start_server(
+        built_repo.root,
+        tmp_path / "s.log",
+        workers=2,
+        ledger=tmp_path / "ledger.sqlite",
+        extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "0.05"},
+    )
+    try:
+        pids = set()
+        for i in range(40):
+            # A fresh connection each time, so both workers get traffic.
+            r = httpx.post(
+                f"{server.url}/predict",
+                json={"records": feature_records[:1], "request_id": f"w-{i}"},
+                headers={"connection": "close"},
+                timeout=10,
+            )
+            assert r.status_code == 200
+            pids.add(r.json()["variant"])
+        time.sleep(0.5)
+        labels = [{"request_id": f"w-{i}", "row": 0, "label": "stay"} for i in range(40)]
+        assert (
+            httpx.post(f"{server.url}/feedback", json={"labels": labels}, timeout=30).json()["joined"] == 40
+        )
+        for _ in range(4):  # whichever worker answers the scrape, the totals are the same
+            text = httpx.get(f"{server.url}/metrics", headers={"connection": "close"}, timeout=10).text
+            assert value(text, "gateway_served_rows_total") == 40
+            assert value(text, 'gateway_labels_total{outcome="joined"}') == 40
+            assert "gateway_model_info{" in text
+    finally:
+        stop_server(server)
