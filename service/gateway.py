@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from service import metrics
@@ -59,6 +60,26 @@ class ShadowResult:
 Recorder = Callable[[ShadowResult], None]
 
 
+@dataclass(frozen=True)
+class ShadowJob:
+    """A served request whose shadow variants (and unrecorded outputs) are still to be done."""
+
+    served: Served
+    feeds: dict[str, npt.NDArray[Any]]
+    shadow: tuple[str, ...]
+
+
+def slice_output(out: Output, start: int, stop: int) -> Output:
+    """Rows [start, stop) of a batch output."""
+
+    def cut(a: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+        return None if a is None else a[start:stop]
+
+    return Output(
+        labels=cut(out.labels), proba=cut(out.proba), values=cut(out.values), raw_labels=cut(out.raw_labels)
+    )
+
+
 class Gateway:
     """Holds the loaded repository and routing; swaps both atomically on reload."""
 
@@ -70,10 +91,11 @@ class Gateway:
         self.recorder = recorder
         """Extra observer of every fully evaluated request (tests, experiments)."""
         self.children = metrics.Children([])
-        self.shadow = ShadowExecutor(
+        self.shadow: ShadowExecutor[ShadowJob] = ShadowExecutor(
+            self._finish_batch,
             settings.shadow_queue,
             settings.shadow_timeout_s,
-            on_drop=lambda r: metrics.DROPPED.labels(r).inc(),
+            on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
         )
         self._ledger: Ledger | None = None
         self._feedback: FeedbackStore | None = None
@@ -258,36 +280,61 @@ class Gateway:
                 c.predictions[(m, "member")].inc(rows)
         metrics.SERVED_ROWS.inc(rows)
         if (shadow or self.recorder is not None) and self.shadow.submit(
-            lambda: self._finish(served, feeds, shadow)
+            ShadowJob(served, feeds, tuple(shadow))
         ):
             return served
         # No shadow work (or no room for it): record what was served right away.
         self._record(served, {})
         return served
 
-    def _finish(self, served: Served, feeds: dict[str, npt.NDArray[Any]], shadow: list[str]) -> None:
-        """Shadow work: the members only shadow variants need, then every shadow variant, then record."""
-        repo = served.repo
-        outputs = dict(served.members)
-        missing = [m for m in repo.members_for(shadow) if m not in outputs]
-        outputs.update(repo.run_members(feeds, missing))
-        extra: dict[str, Output] = {m: outputs[m] for m in missing}
-        for name in shadow:
-            if name not in outputs:
-                extra[name] = repo.evaluate(name, outputs)
+    def _finish_batch(self, jobs: list[ShadowJob]) -> None:
+        """Shadow work for many requests at once: jobs with the same repository and shadow set share
+        one run of each member over all their rows; results are identical row by row."""
+        groups: dict[tuple[int, tuple[str, ...]], list[ShadowJob]] = {}
+        for job in jobs:
+            groups.setdefault((id(job.served.repo), job.shadow), []).append(job)
+        for group in groups.values():
+            self._finish_group(group)
+
+    def _finish_group(self, group: list[ShadowJob]) -> None:
+        repo = group[0].served.repo
+        shadow = list(group[0].shadow)
+        batch: dict[str, Output] = {}
+        if shadow:
+            feeds = {k: np.concatenate([j.feeds[k] for j in group]) for k in group[0].feeds}
+            outputs = repo.run_members(feeds, repo.members_for(shadow))
+            batch = dict(outputs)
+            for name in shadow:
+                if name not in batch:
+                    batch[name] = repo.evaluate(name, outputs)
+        offset = 0
+        for job in group:
+            rows = job.served.rows
+            extra = {
+                n: slice_output(o, offset, offset + rows)
+                for n, o in batch.items()
+                if n not in job.served.members
+            }
+            extra.pop(job.served.variant, None)
+            offset += rows
+            self._finish(job.served, extra, set(shadow))
+
+    def _finish(self, served: Served, extra: dict[str, Output], shadow: set[str]) -> None:
+        """Count, compare with the served answer, record, and notify the recorder."""
         c = self.children
         for name in extra:
-            role = "member" if name in missing and name not in shadow else "shadow"
-            c.predictions[(name, role)].inc(served.rows)
+            c.predictions[(name, "shadow" if name in shadow else "member")].inc(served.rows)
         if served.output.labels is not None:
             for name, out in {**served.members, **extra}.items():
                 if name != served.variant and out.labels is not None:
                     c.compared[name].inc(served.rows)
                     c.disagreement[name].inc(int((out.labels != served.output.labels).sum()))
-        self._record(served, extra, set(shadow))
+        self._record(served, extra, shadow)
         if self.recorder is not None:
             self.recorder(
-                ShadowResult(served=served, variants={**outputs, **extra, served.variant: served.output})
+                ShadowResult(
+                    served=served, variants={**served.members, **extra, served.variant: served.output}
+                )
             )
 
     def _record(self, served: Served, extra: dict[str, Output], shadow: set[str] | None = None) -> None:

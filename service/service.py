@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import bentoml
 
+from service import tuning
 from service.gateway import Gateway
 from service.http import build_app
 from service.settings import Settings
+
+tuning.patch_timeout_middleware()
 
 # One Gateway per worker process: the app must exist at import time for @bentoml.asgi_app, the
 # repository is loaded in __init__ (not at import, so `bentoml build` stays cheap).
@@ -22,8 +25,11 @@ app = build_app(gateway)
     name="ensemble_gateway",
     workers=1,
     traffic={"timeout": 30},
+    # Our own /metrics replaces BentoML's per-request metrics middleware; no access log or tracing
+    # spans on the hot routes (each costs more than an ONNX run).
     logging={"access": {"enabled": False}},
     metrics={"enabled": False},
+    tracing={"excluded_urls": ["/predict", "/v2/", "/feedback", "/metrics", "/compare", "/models"]},
 )
 @bentoml.asgi_app(app, path="/")
 class EnsembleGateway:
@@ -31,6 +37,7 @@ class EnsembleGateway:
 
     def __init__(self) -> None:
         gateway.load()
+        tuning.freeze_heap()
 
     def __is_ready__(self) -> bool:
         return gateway.ready

@@ -1,7 +1,10 @@
-"""Shadow work off the request path: a bounded queue and one worker thread.
+"""Shadow work off the request path: a bounded queue, one worker thread, batches.
 
-onnxruntime releases the GIL while it runs, so shadow members computed here do not hold up the event
-loop; a full queue or a job older than its timeout is dropped and counted, never waited for.
+The worker takes every job waiting (up to ``max_batch``) and hands them to the handler together:
+an onnxruntime run costs about the same for 1 row as for 64, so batching the shadow members of many
+requests makes scoring every candidate nearly free under load. onnxruntime releases the GIL while it
+runs, so this thread does not hold up the event loop. A full queue or a job older than its timeout is
+dropped and counted, never waited for.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,18 +26,28 @@ class ShadowStats:
     """Counters of what the shadow worker did."""
 
     done: int = 0
+    batches: int = 0
     dropped_full: int = 0
     dropped_timeout: int = 0
     failed: int = 0
 
 
-class ShadowExecutor:
-    """Runs submitted callables in order on one daemon thread, within a deadline."""
+class ShadowExecutor(Generic[T]):
+    """Feeds queued jobs, in batches, to ``handler`` on one daemon thread, within a deadline."""
 
-    def __init__(self, maxsize: int, timeout_s: float, on_drop: Callable[[str], None] | None = None) -> None:
-        self._on_drop = on_drop or (lambda _reason: None)
-        self._queue: queue.Queue[tuple[float, Callable[[], None]] | None] = queue.Queue(maxsize=maxsize)
+    def __init__(
+        self,
+        handler: Callable[[list[T]], None],
+        maxsize: int,
+        timeout_s: float,
+        on_drop: Callable[[str, int], None] | None = None,
+        max_batch: int = 256,
+    ) -> None:
+        self._handler = handler
+        self._on_drop = on_drop or (lambda _reason, _n: None)
+        self._queue: queue.Queue[tuple[float, T] | None] = queue.Queue(maxsize=maxsize)
         self._timeout = timeout_s
+        self._max_batch = max_batch
         self.stats = ShadowStats()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -44,7 +59,7 @@ class ShadowExecutor:
                 self._thread = threading.Thread(target=self._work, name="gateway-shadow", daemon=True)
                 self._thread.start()
 
-    def submit(self, job: Callable[[], None]) -> bool:
+    def submit(self, job: T) -> bool:
         """Queue a job; False (and counted) when the queue is full."""
         if self._thread is None:
             self._ensure_thread()
@@ -53,29 +68,44 @@ class ShadowExecutor:
             return True
         except queue.Full:
             self.stats.dropped_full += 1
-            self._on_drop("shadow_queue_full")
+            self._on_drop("shadow_queue_full", 1)
             return False
+
+    def _take(self) -> tuple[list[T], int, bool]:
+        """(fresh jobs, items taken off the queue, stop requested)."""
+        first = self._queue.get()
+        items = [first]
+        while len(items) < self._max_batch:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        now = time.monotonic()
+        stop = any(i is None for i in items)
+        jobs = [i[1] for i in items if i is not None and i[0] >= now]
+        expired = sum(1 for i in items if i is not None and i[0] < now)
+        if expired:
+            self.stats.dropped_timeout += expired
+            self._on_drop("shadow_timeout", expired)
+        return jobs, len(items), stop
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                self._queue.task_done()
-                return
-            deadline, job = item
+            jobs, taken, stop = self._take()
             try:
-                if time.monotonic() > deadline:
-                    self.stats.dropped_timeout += 1
-                    self._on_drop("shadow_timeout")
-                    continue
-                job()
-                self.stats.done += 1
+                if jobs:
+                    self._handler(jobs)
+                    self.stats.done += len(jobs)
+                    self.stats.batches += 1
             except Exception:  # a failing shadow variant must never take the worker down
-                self.stats.failed += 1
-                self._on_drop("shadow_failed")
-                log.exception("shadow job failed")
+                self.stats.failed += len(jobs)
+                self._on_drop("shadow_failed", len(jobs))
+                log.exception("shadow batch of %d jobs failed", len(jobs))
             finally:
-                self._queue.task_done()
+                for _ in range(taken):
+                    self._queue.task_done()
+            if stop:
+                return
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued job has run (for graceful stops and tests)."""
@@ -83,7 +113,7 @@ class ShadowExecutor:
         while self._queue.unfinished_tasks:
             if time.monotonic() > end:
                 return False
-            time.sleep(0.005)
+            time.sleep(0.002)
         return True
 
     def close(self) -> None:

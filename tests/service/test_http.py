@@ -270,3 +270,43 @@ def test_models_lists_members_ensembles_cards_routing(client: Any, gateway: Gate
     assert all(m["card"]["parity"]["passed"] for m in body["members"])
     assert any(e["card"]["decision_threshold"] is not None for e in body["ensembles"])
     assert {c["name"] for c in body["inputs"]} == {"age", "monthly income", "city", "plan"}
+
+
+def test_batched_shadow_equals_per_request_evaluation(
+    gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    """Shadow jobs of many requests share member runs; every request still gets its own exact answers."""
+    from service.gateway import ShadowJob
+    from service.records import records_to_feeds
+    from service.routing import Router
+
+    repo = gateway.repo
+    quiet = Router(champion=gateway.router.champion, challengers=(), shadow=(), shadow_fraction=0.0)
+    others = tuple(n for n in repo.variants if n != quiet.champion)
+    jobs = []
+    for i in range(12):
+        records = feature_records[i * 2 : i * 2 + 1 + i % 2]  # 1 or 2 rows per request
+        feeds = records_to_feeds(repo.manifest, records, 64)
+        served = gateway.serve(
+            repo,
+            quiet,
+            feeds,
+            len(records),
+            variant=None,
+            routing_key=None,
+            request_id=f"b-{i}",
+            return_members=False,
+        )
+        jobs.append(ShadowJob(served, feeds, others))
+    results: list[ShadowResult] = []
+    gateway.recorder = results.append
+    gateway._finish_batch(jobs)
+    assert [r.served.request_id for r in results] == [f"b-{i}" for i in range(12)]
+    for job, result in zip(jobs, results, strict=True):
+        alone = repo.run_members(job.feeds, [m.name for m in repo.manifest.members])
+        for name in others:
+            expected = alone[name] if name in alone else repo.evaluate(name, alone)
+            got = result.variants[name]
+            assert got.labels is not None and expected.labels is not None
+            np.testing.assert_array_equal(got.labels, expected.labels)
+            np.testing.assert_allclose(got.proba, expected.proba, rtol=0, atol=1e-6)
