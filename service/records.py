@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,57 +14,101 @@ from service.feeds import MISSING_CATEGORY
 from service.manifest import ColumnSpec, Manifest
 from service.runtime import Output
 
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
+_TEXT_TYPES: frozenset[type] = frozenset({str, type(None)})
+
 
 def records_to_feeds(
     manifest: Manifest, records: Any, max_rows: int, field: str = "records"
 ) -> dict[str, npt.NDArray[Any]]:
     """Check every record (exactly the schema's columns; numbers or null for numeric columns, strings or
-    null for categorical ones; no NaN or infinity) and build one [N, 1] tensor per column."""
+    null for categorical ones; no NaN or infinity) and build one [N, 1] tensor per column.
+
+    Column-wise with a type-set fast path: a clean batch costs one pass per column; the slow path
+    runs only to name the first bad value."""
     if not isinstance(records, list):
         raise InvalidField(field, "a list of records", describe(records))
     if not records:
         raise InvalidField(field, "at least one record", "an empty list")
     if len(records) > max_rows:
         raise PayloadTooLarge(f"{field}: expected at most {max_rows} records, got {len(records)}")
-    columns = manifest.inputs
-    names = {c.name for c in columns}
-    n = len(records)
-    numeric = {c.name: np.empty((n, 1), dtype=np.float32) for c in columns if c.kind == "numeric"}
-    text = {c.name: np.empty((n, 1), dtype=object) for c in columns if c.kind == "categorical"}
+    schema = _compiled(manifest)
+    names = schema.names
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
+        if type(rec) is not dict:
             raise InvalidField(f"{field}[{i}]", "an object of {column: value}", describe(rec))
-        if len(rec) != len(names) or rec.keys() != names:
+        if rec.keys() != names:
             missing = sorted(names - rec.keys())
-            extra = sorted(set(rec) - names)
             if missing:
                 raise InvalidField(f"{field}[{i}].{missing[0]}", "a value (null if missing)", "no field")
+            extra = sorted(set(rec) - names)
             raise InvalidField(
                 f"{field}[{i}].{extra[0]}", f"one of the {len(names)} schema columns", "an unknown field"
             )
-        for name, arr in numeric.items():
-            v = rec[name]
-            if v is None:
-                arr[i, 0] = np.nan
-            elif type(v) in (int, float):
-                if not math.isfinite(v):
-                    raise InvalidField(f"{field}[{i}].{name}", "a finite number or null", describe(v))
-                arr[i, 0] = v
-            else:
-                raise InvalidField(f"{field}[{i}].{name}", "a number or null", describe(v))
-        for name, arr in text.items():
-            v = rec[name]
-            if v is None:
-                arr[i, 0] = MISSING_CATEGORY
-            elif isinstance(v, str):
-                arr[i, 0] = v
-            else:
-                raise InvalidField(f"{field}[{i}].{name}", "a string or null", describe(v))
-    by_name = {c.name: c for c in columns}
+    n = len(records)
     feeds: dict[str, npt.NDArray[Any]] = {}
-    for name, arr in (*numeric.items(), *text.items()):
-        feeds[by_name[name].tensor] = arr
+    if schema.numeric:
+        rows = [[rec[name] for name in schema.numeric] for rec in records]
+        kinds: set[type] = set()
+        for row in rows:
+            kinds.update(map(type, row))
+        if not kinds <= _NUMBER_TYPES:
+            for j, name in enumerate(schema.numeric):
+                _raise_bad([row[j] for row in rows], field, name, "a number or null", _NUMBER_TYPES)
+        arr = np.array(rows, dtype=np.float64)  # None -> nan (missing, imputed inside the graph)
+        if np.isinf(arr).any():
+            i, j = (int(x[0]) for x in np.nonzero(np.isinf(arr)))
+            raise InvalidField(
+                f"{field}[{i}].{schema.numeric[j]}", "a finite number or null", describe(rows[i][j])
+            )
+        # A (columns, rows, 1) C-contiguous array iterates into contiguous [N, 1] views, no copies.
+        cols = np.ascontiguousarray(arr.T, dtype=np.float32).reshape(len(schema.numeric), n, 1)
+        feeds.update(zip(schema.numeric_tensors, cols, strict=True))
+    for name, tensor in zip(schema.text, schema.text_tensors, strict=True):
+        values = [rec[name] for rec in records]
+        if not set(map(type, values)) <= _TEXT_TYPES:
+            _raise_bad(values, field, name, "a string or null", _TEXT_TYPES)
+        text = np.empty((n, 1), dtype=object)
+        text[:, 0] = [MISSING_CATEGORY if v is None else v for v in values]
+        feeds[tensor] = text
     return feeds
+
+
+@dataclass(frozen=True)
+class _Schema:
+    names: frozenset[str]
+    numeric: tuple[str, ...]
+    numeric_tensors: tuple[str, ...]
+    text: tuple[str, ...]
+    text_tensors: tuple[str, ...]
+
+
+_SCHEMAS: dict[int, tuple[Manifest, _Schema]] = {}
+
+
+def _compiled(manifest: Manifest) -> _Schema:
+    """Column names resolved once per manifest: pydantic attribute access is slow on the hot path."""
+    hit = _SCHEMAS.get(id(manifest))
+    if hit is not None and hit[0] is manifest:
+        return hit[1]
+    cols = manifest.inputs
+    schema = _Schema(
+        names=frozenset(c.name for c in cols),
+        numeric=tuple(c.name for c in cols if c.kind == "numeric"),
+        numeric_tensors=tuple(c.tensor for c in cols if c.kind == "numeric"),
+        text=tuple(c.name for c in cols if c.kind == "categorical"),
+        text_tensors=tuple(c.tensor for c in cols if c.kind == "categorical"),
+    )
+    if len(_SCHEMAS) > 16:  # a few reloads' worth; old manifests need not stay alive
+        _SCHEMAS.clear()
+    _SCHEMAS[id(manifest)] = (manifest, schema)
+    return schema
+
+
+def _raise_bad(values: list[Any], field: str, column: str, expected: str, allowed: frozenset[type]) -> None:
+    for i, v in enumerate(values):
+        if type(v) not in allowed:
+            raise InvalidField(f"{field}[{i}].{column}", expected, describe(v))
 
 
 def columns_to_feeds(manifest: Manifest, tensors: dict[str, npt.NDArray[Any]], rows: int) -> dict[str, Any]:
