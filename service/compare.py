@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from service.ledger import decode_outputs
+
 ALPHA = 0.05
 POWER = 0.8
 
@@ -151,24 +153,25 @@ def kendall(offline: Sequence[float], online: Sequence[float]) -> tuple[float | 
 def _labelled(
     conn: sqlite3.Connection, model: str, version: int
 ) -> dict[str, tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]]:
-    """variant -> (row keys, predicted label, score, true label index, true value) for labelled rows."""
+    """variant -> (row keys, predicted label, score, [true label index, true value]) for labelled rows."""
     rows = conn.execute(
-        "SELECT p.variant, p.request_id || ':' || p.row_index, p.label_index, p.score, l.label_index, l.value "
+        "SELECT p.request_id || ':' || p.row_index, p.outputs, l.label_index, l.value "
         "FROM predictions p JOIN labels l ON l.request_id = p.request_id AND l.row_index = p.row_index "
         "WHERE p.model = ? AND p.version = ?",
         (model, version),
     ).fetchall()
     by_variant: dict[str, list[tuple[Any, ...]]] = {}
-    for r in rows:
-        by_variant.setdefault(r[0], []).append(r[1:])
+    for key, outputs, true_label, true_value in rows:
+        for variant, (label, score, _role) in decode_outputs(outputs).items():
+            by_variant.setdefault(variant, []).append((key, label, score, true_label, true_value))
     out = {}
     for v, items in by_variant.items():
         keys = np.array([i[0] for i in items], dtype=object)
         pred = np.array([-1 if i[1] is None else i[1] for i in items], dtype=np.int64)
-        score = np.array([np.nan if i[2] is None else i[2] for i in items], dtype=np.float64)
-        truth = np.array([-1 if i[3] is None else i[3] for i in items], dtype=np.int64)
-        value = np.array([np.nan if i[4] is None else i[4] for i in items], dtype=np.float64)
-        out[v] = (keys, pred, score, np.stack([truth.astype(np.float64), value]))
+        scores = np.array([np.nan if i[2] is None else i[2] for i in items], dtype=np.float64)
+        truth = np.array([-1 if i[3] is None else i[3] for i in items], dtype=np.float64)
+        values = np.array([np.nan if i[4] is None else i[4] for i in items], dtype=np.float64)
+        out[v] = (keys, pred, scores, np.stack([truth, values]))
     return out
 
 
@@ -179,12 +182,12 @@ def compare(conn: sqlite3.Connection, repo: Any, champion: str, others: Sequence
     metric = "rmse" if regression else "accuracy"
     data = _labelled(conn, manifest.name, manifest.version)
     (served_rows,) = conn.execute(
-        "SELECT COUNT(*) FROM predictions WHERE model = ? AND version = ? AND role = 'served'",
+        "SELECT COUNT(*) FROM predictions WHERE model = ? AND version = ?",
         (manifest.name, manifest.version),
     ).fetchone()
     (labelled_rows,) = conn.execute(
         "SELECT COUNT(*) FROM predictions p JOIN labels l ON l.request_id = p.request_id "
-        "AND l.row_index = p.row_index WHERE p.model = ? AND p.version = ? AND p.role = 'served'",
+        "AND l.row_index = p.row_index WHERE p.model = ? AND p.version = ?",
         (manifest.name, manifest.version),
     ).fetchone()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from service import metrics
 from service.errors import InvalidField, PayloadTooLarge, describe
-from service.ledger import Ledger, connect, transaction
+from service.ledger import Ledger, connect, decode_outputs, transaction
 from service.manifest import Manifest
 
 MAX_ITEMS = 10_000
@@ -125,12 +125,11 @@ class FeedbackStore:
         scored: list[tuple[list[tuple[str, int | None, float | None]], int | None, float | None, float]] = []
         with transaction(self._conn) as c:
             for i, rid, row, label_index, value in valid:
-                preds = c.execute(
-                    "SELECT variant, label_index, score, created_at FROM predictions "
-                    "WHERE request_id = ? AND row_index = ?",
+                found = c.execute(
+                    "SELECT outputs, created_at FROM predictions WHERE request_id = ? AND row_index = ?",
                     (rid, row),
-                ).fetchall()
-                if not preds:
+                ).fetchone()
+                if found is None:
                     result.counts["unknown_id"] += 1
                     result.errors.append(f"labels[{i}]: no prediction recorded for request {rid!r} row {row}")
                     continue
@@ -148,9 +147,10 @@ class FeedbackStore:
                     continue
                 c.execute("INSERT INTO labels VALUES (?,?,?,?,?)", (rid, row, label_index, value, now))
                 result.counts["joined"] += 1
-                scored.append(
-                    ([(p[0], p[1], p[2]) for p in preds], label_index, value, now - min(p[3] for p in preds))
-                )
+                preds: list[tuple[str, int | None, float | None]] = [
+                    (v, o[0], o[1]) for v, o in decode_outputs(found[0]).items()
+                ]
+                scored.append((preds, label_index, value, float(now - found[1])))
         # Metrics only after the commit: a rolled-back join must not be counted.
         for preds, label_index, value, delay in scored:
             metrics.LABEL_DELAY.observe(max(delay, 0.0))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.runtime import Output
 
@@ -31,15 +32,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     request_id TEXT NOT NULL,
     row_index INTEGER NOT NULL,
-    variant TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    role TEXT NOT NULL,
     model TEXT NOT NULL,
     version INTEGER NOT NULL,
+    served TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
-    label_index INTEGER,
-    score DOUBLE PRECISION,
-    PRIMARY KEY (request_id, row_index, variant)
+    outputs TEXT NOT NULL,
+    PRIMARY KEY (request_id, row_index)
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
 CREATE TABLE IF NOT EXISTS labels (
@@ -51,6 +49,8 @@ CREATE TABLE IF NOT EXISTS labels (
     PRIMARY KEY (request_id, row_index)
 );
 """
+ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
+ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def entry_rows(entry: Entry) -> list[tuple[Any, ...]]:
-    """SQL rows for one entry: the label index and a score (P(class 1) for binary, max P for
-    multiclass, the prediction for regression)."""
-    rows: list[tuple[Any, ...]] = []
-    for variant, (kind, role, out) in entry.outputs.items():
+    """One SQL row per request row; ``outputs`` maps every variant that predicted it to
+    [class index or null, score, role code]. The score is P(class 1) for binary, max P for multiclass,
+    the prediction for regression. One row instead of one per variant keeps the write cost flat as
+    candidates are added."""
+    per_variant: list[tuple[str, list[Any], list[float], str]] = []
+    for variant, (_kind, role, out) in entry.outputs.items():
         if out.values is not None:
             labels: list[Any] = [None] * entry.rows
             scores = out.values.tolist()
@@ -100,22 +102,27 @@ def entry_rows(entry: Entry) -> list[tuple[Any, ...]]:
             assert out.labels is not None and out.proba is not None
             labels = out.labels.tolist()
             scores = (out.proba[:, 1] if out.proba.shape[1] == 2 else np.max(out.proba, axis=1)).tolist()
-        for i in range(entry.rows):
-            rows.append(
-                (
-                    entry.request_id,
-                    i,
-                    variant,
-                    kind,
-                    role,
-                    entry.model,
-                    entry.version,
-                    entry.created_at,
-                    labels[i],
-                    scores[i],
-                )
-            )
-    return rows
+        per_variant.append((variant, labels, scores, ROLE_CODES[role]))
+    served = next((v for v, (_k, role, _o) in entry.outputs.items() if role == "served"), "")
+    return [
+        (
+            entry.request_id,
+            i,
+            entry.model,
+            entry.version,
+            served,
+            entry.created_at,
+            orjson.dumps(
+                {v: [labels[i], scores[i], code] for v, labels, scores, code in per_variant}
+            ).decode(),
+        )
+        for i in range(entry.rows)
+    ]
+
+
+def decode_outputs(text: str) -> dict[str, tuple[int | None, float, str]]:
+    """variant -> (class index, score, role) from a stored outputs document."""
+    return {v: (o[0], o[1], ROLES_BY_CODE[o[2]]) for v, o in orjson.loads(text).items()}
 
 
 class Ledger:
@@ -178,7 +185,7 @@ class Ledger:
         rows = [r for e in entries for r in entry_rows(e)]
         with transaction(self._conn) as c:
             # A request id seen twice (a client retry) keeps its first record.
-            c.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?)", rows)
         self.written_rows += len(rows)
 
     def _run(self) -> None:
