@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 
 def free_port() -> int:
@@ -54,10 +56,20 @@ class Managed:
         except OSError:
             return ""
 
+    def descendants(self) -> list[psutil.Process]:
+        """Every process below ours; BentoML's workers run in sessions of their own, so a process-group
+        signal does not reach them."""
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
     def stop(self, timeout_s: float = 20) -> None:
-        """SIGTERM the group (graceful: the gateway flushes its ledger), then SIGKILL if it lingers."""
+        """SIGTERM the group (graceful: the gateway flushes its ledger), then SIGKILL whatever we
+        started that is still alive, by PID."""
         if self.process.poll() is not None:
             return
+        tree = self.descendants()
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=timeout_s)
@@ -66,3 +78,24 @@ class Managed:
             self.process.wait(timeout=10)
         except ProcessLookupError:
             pass
+        _reap(tree, timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL ours and everything below it at once (a crash, not a stop)."""
+        tree = self.descendants()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        self.process.wait(timeout=10)
+        _reap(tree, 10)
+
+
+def _reap(tree: list[psutil.Process], timeout_s: float) -> None:
+    """Wait for the given processes to end; SIGKILL the ones that do not."""
+    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)

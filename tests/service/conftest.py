@@ -3,22 +3,19 @@ built once per session), an in-process gateway, and a real `bentoml serve` proce
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from service.gateway import Gateway
+from service.procs import Managed
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,8 +130,11 @@ def free_port() -> int:
 class Server:
     url: str
     port: int
-    process: subprocess.Popen[bytes]
-    log: Path
+    managed: Managed
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.managed.process
 
 
 def start_server(
@@ -150,40 +150,15 @@ def start_server(
     port = free_port()
     env = server_env(repository, workers, ADMIN_TOKEN, ledger or log.with_name("ledger.sqlite"))
     env.update(extra_env or {})
-    with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            server_command("127.0.0.1", port),
-            cwd=ROOT,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    managed = Managed("bentoml serve", server_command("127.0.0.1", port), log, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Server(url=url, port=port, process=proc, log=log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(Server(url=url, port=port, process=proc, log=log))
-    raise RuntimeError(f"bentoml serve not ready in 90 s: {log.read_text()[-2000:]}")
+    managed.wait_http(f"{url}/readyz", 90)
+    return Server(url=url, port=port, managed=managed)
 
 
 def stop_server(server: Server) -> None:
-    """SIGTERM the process group we started (graceful), SIGKILL it if it lingers."""
-    proc = server.process
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """SIGTERM (graceful), then SIGKILL by PID anything of ours still alive, workers included."""
+    server.managed.stop()
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +166,29 @@ def server(built_repo: BuiltRepo, tmp_path_factory: pytest.TempPathFactory) -> I
     srv = start_server(built_repo.root, tmp_path_factory.mktemp("server") / "bentoml.log")
     yield srv
     stop_server(srv)
+
+
+def _bentoml_workers() -> set[int]:
+    import psutil
+
+    found = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if "_bentoml_impl.worker" in cmd or "bentoml serve" in cmd or "bin/bentoml serve" in cmd:
+            found.add(p.info["pid"])
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_servers() -> Iterator[None]:
+    """Every server a test starts must be gone at the end, workers included."""
+    import time
+
+    before = _bentoml_workers()
+    yield
+    deadline = time.monotonic() + 15
+    leaked = _bentoml_workers() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leaked = _bentoml_workers() - before
+    assert not leaked, f"server processes left running: {sorted(leaked)}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -122,8 +120,7 @@ def test_kill_9_loses_at_most_the_last_flush_interval(
     _send(server.url, feature_records, "early", 50)
     time.sleep(1.5)  # three flush intervals: all of these are committed
     _send(server.url, feature_records, "late", 20)
-    os.killpg(server.process.pid, signal.SIGKILL)
-    server.process.wait(timeout=10)
+    server.managed.kill()  # the arbiter and its workers, by PID, at once
     early = count(ledger, "request_id LIKE 'early-%'")
     late = count(ledger, "request_id LIKE 'late-%'")
     print(f"kill -9: early requests recorded {early}/50, last-interval requests recorded {late}/20")
