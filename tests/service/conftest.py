@@ -136,6 +136,10 @@ class Server:
     def process(self) -> subprocess.Popen[bytes]:
         return self.managed.process
 
+    @property
+    def log(self) -> Path:
+        return self.managed.log
+
 
 def start_server(
     repository: Path,
