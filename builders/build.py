@@ -536,7 +536,8 @@ def _build_ensembles(
         }
     scores = [scoring.oriented(metric, m.metrics["validation"][metric]) for m in pool]
     base_score = scoring.oriented(metric, baseline.metrics["validation"][metric])
-    chosen_names = ens.select_members(names, scores, base_score, corr)
+    latencies = [m.card["latency"].onnx_single_row_us for m in pool]
+    chosen_names = ens.select_members(names, scores, base_score, corr, latencies)
     chosen = [next(m for m in pool if m.name == n) for n in chosen_names]
     weights = ens.skill_weights([scores[names.index(n)] for n in chosen_names], base_score)
     progress(f"ensemble members (diversity rule): {', '.join(chosen_names)}; skill weights {weights}")

@@ -9,6 +9,8 @@ where normalised_score maps the baseline's validation score to 0 and the best me
 Candidates scoring below the midpoint between baseline and best are not considered (unless fewer
 than three pass, then the three best are), and the number of members is odd (3, or 5 when at least
 7 candidates qualify) so a binary hard vote cannot tie; only a field of two models gives a pair.
+Candidates slower than LATENCY_FACTOR times the median member (single-row ONNX latency) are left out
+while enough others remain.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import numpy.typing as npt
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 DIVERSITY_WEIGHT = 0.5
+LATENCY_FACTOR = 5.0
+"""A candidate slower than this multiple of the median member's single-row latency stays out of the
+ensembles: an ensemble answers no faster than its slowest member."""
 
 
 def error_matrix(
@@ -56,6 +61,7 @@ def select_members(
     scores: Sequence[float],
     baseline_score: float,
     corr: npt.NDArray[np.float64],
+    latencies: Sequence[float] | None = None,
 ) -> list[str]:
     """Greedy diverse selection (see the module docstring); ``scores`` are higher-is-better."""
     s = np.asarray(scores, dtype=np.float64)
@@ -64,10 +70,16 @@ def select_members(
     best = s.max()
     span = best - baseline_score
     norm = (s - baseline_score) / span if span > 0 else np.ones_like(s)
-    eligible = [i for i in range(len(names)) if norm[i] >= 0.5]
+    fast = set(range(len(names)))
+    if latencies is not None:
+        lat = np.asarray(latencies, dtype=np.float64)
+        fast = {i for i in range(len(names)) if lat[i] <= LATENCY_FACTOR * float(np.median(lat))}
+    eligible = [i for i in range(len(names)) if norm[i] >= 0.5 and i in fast]
     if len(eligible) < 3:
-        # Too few strong candidates for an odd vote: take the three best overall instead.
-        eligible = [int(i) for i in np.argsort(-s, kind="stable")[: min(3, len(names))]]
+        # Too few strong, fast candidates for an odd vote: take the three best fast ones (or any).
+        pool = [int(i) for i in np.argsort(-s, kind="stable") if int(i) in fast]
+        pool += [int(i) for i in np.argsort(-s, kind="stable") if int(i) not in fast]
+        eligible = pool[: min(3, len(names))]
     size = 5 if len(eligible) >= 7 else 3
     size = min(size, len(eligible))
     chosen = [int(max(eligible, key=lambda i: s[i]))]

@@ -196,3 +196,12 @@ def test_stacking_meta_regressor_matches_stacking_regressor() -> None:
     np.testing.assert_allclose(meta.coef_, reference.final_estimator_.coef_, rtol=1e-4, atol=1e-6)
     preds = stack_features([est.predict(x) for est in reference.estimators_], "regression")
     np.testing.assert_allclose(meta.predict(preds), reference.predict(x), rtol=1e-4)
+
+
+def test_select_members_leaves_out_a_much_slower_candidate() -> None:
+    names = ["a", "b", "c", "slow", "d"]
+    scores = [0.9, 0.88, 0.87, 0.95, 0.86]
+    chosen = select_members(names, scores, 0.5, np.eye(5), latencies=[50, 55, 60, 1400, 52])
+    assert "slow" not in chosen and len(chosen) == 3
+    # Without latencies the slow but best candidate leads.
+    assert select_members(names, scores, 0.5, np.eye(5))[0] == "slow"
