@@ -284,7 +284,7 @@ class Gateway:
         ):
             return served
         # No shadow work (or no room for it): record what was served right away.
-        self._record(served, {})
+        self._record(served)
         return served
 
     def _finish_batch(self, jobs: list[ShadowJob]) -> None:
@@ -298,64 +298,60 @@ class Gateway:
 
     def _finish_group(self, group: list[ShadowJob]) -> None:
         repo = group[0].served.repo
-        shadow = list(group[0].shadow)
+        shadow = group[0].shadow
         batch: dict[str, Output] = {}
         if shadow:
             feeds = {k: np.concatenate([j.feeds[k] for j in group]) for k in group[0].feeds}
-            outputs = repo.run_members(feeds, repo.members_for(shadow))
+            # The served variants' members too, so every output a request produced is recorded; in a
+            # batch they cost little more than the members the shadow variants need anyway.
+            needed = repo.members_for([*shadow, *{j.served.variant for j in group}])
+            outputs = repo.run_members(feeds, needed)
             batch = dict(outputs)
             for name in shadow:
                 if name not in batch:
                     batch[name] = repo.evaluate(name, outputs)
-        offset = 0
-        for job in group:
-            rows = job.served.rows
-            extra = {
-                n: slice_output(o, offset, offset + rows)
-                for n, o in batch.items()
-                if n not in job.served.members
-            }
-            extra.pop(job.served.variant, None)
-            offset += rows
-            self._finish(job.served, extra, set(shadow))
-
-    def _finish(self, served: Served, extra: dict[str, Output], shadow: set[str]) -> None:
-        """Count, compare with the served answer, record, and notify the recorder."""
+        served = [j.served for j in group]
+        shadow_set = set(shadow)
+        roles = {name: "shadow" if name in shadow_set else "member" for name in batch}
+        total = sum(s.rows for s in served)
         c = self.children
-        for name in extra:
-            c.predictions[(name, "shadow" if name in shadow else "member")].inc(served.rows)
-        if served.output.labels is not None:
-            for name, out in {**served.members, **extra}.items():
-                if name != served.variant and out.labels is not None:
-                    c.compared[name].inc(served.rows)
-                    c.disagreement[name].inc(int((out.labels != served.output.labels).sum()))
-        self._record(served, extra, shadow)
+        for name, role in roles.items():
+            c.predictions[(name, role)].inc(total)
+        if batch and all(s.output.labels is not None for s in served):
+            # Disagreement with the served answer, once per variant for the whole batch.
+            answer = np.concatenate([s.output.labels for s in served if s.output.labels is not None])
+            own = np.concatenate([np.full(s.rows, s.variant, dtype=object) for s in served])
+            for name, out in batch.items():
+                if out.labels is None:
+                    continue
+                mask = own != name
+                c.compared[name].inc(int(mask.sum()))
+                c.disagreement[name].inc(int((out.labels[mask] != answer[mask]).sum()))
+        self._record_many(served, {n: (roles[n], o) for n, o in batch.items()})
         if self.recorder is not None:
-            self.recorder(
-                ShadowResult(
-                    served=served, variants={**served.members, **extra, served.variant: served.output}
-                )
-            )
+            offset = 0
+            for s in served:
+                extra = {n: slice_output(o, offset, offset + s.rows) for n, o in batch.items()}
+                offset += s.rows
+                self.recorder(ShadowResult(served=s, variants={**extra, **s.members, s.variant: s.output}))
 
-    def _record(self, served: Served, extra: dict[str, Output], shadow: set[str] | None = None) -> None:
+    def _record(self, served: Served) -> None:
+        """Record a request with no shadow work: its answer and the members it ran."""
+        self._record_many([served], {n: ("member", o) for n, o in served.members.items()})
+
+    def _record_many(self, served: list[Served], outputs: dict[str, tuple[str, Output]]) -> None:
         ledger = self.ledger
         if ledger is None:
             return
-        repo = served.repo
-        shadow = shadow or set()
-        outs: dict[str, tuple[str, str, Output]] = {}
-        for name, out in served.members.items():
-            outs[name] = ("member", "shadow" if name in shadow else "member", out)
-        for name, out in extra.items():
-            outs[name] = (repo.variants[name].kind, "shadow" if name in shadow else "member", out)
-        outs[served.variant] = (repo.variants[served.variant].kind, "served", served.output)
+        repo = served[0].repo
         entry = Entry(
-            request_id=served.request_id,
+            request_ids=[s.request_id for s in served],
+            rows=[s.rows for s in served],
+            served=[(s.variant, s.output) for s in served],
             model=repo.manifest.name,
             version=repo.manifest.version,
             created_at=time.time(),
-            rows=served.rows,
-            outputs=outs,
+            outputs=outputs,
         )
         if not ledger.record(entry):
             self.children.dropped["ledger_queue_full"].inc()

@@ -55,14 +55,20 @@ ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
 
 @dataclass(frozen=True)
 class Entry:
-    """Outputs of one request to record: variant -> (kind, role, output)."""
+    """Outputs of one or more requests to record.
 
-    request_id: str
+    ``outputs`` holds batch outputs over all the entry's rows (request after request, in order) with
+    the role every request gave that variant; ``served`` holds, per request, the variant that
+    answered and its answer, which is recorded with the role "served" for that request's rows.
+    """
+
+    request_ids: list[str]
+    rows: list[int]
+    served: list[tuple[str, Output]]
     model: str
     version: int
     created_at: float
-    rows: int
-    outputs: dict[str, tuple[str, str, Output]]
+    outputs: dict[str, tuple[str, Output]]
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -88,36 +94,35 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def _columns(out: Output) -> tuple[list[Any], list[float]]:
+    """(class indices or Nones, scores): P(class 1) for binary, max P for multiclass, the value for
+    regression."""
+    if out.values is not None:
+        return [None] * len(out.values), out.values.tolist()
+    assert out.labels is not None and out.proba is not None
+    scores = out.proba[:, 1] if out.proba.shape[1] == 2 else np.max(out.proba, axis=1)
+    return out.labels.tolist(), scores.tolist()
+
+
 def entry_rows(entry: Entry) -> list[tuple[Any, ...]]:
     """One SQL row per request row; ``outputs`` maps every variant that predicted it to
-    [class index or null, score, role code]. The score is P(class 1) for binary, max P for multiclass,
-    the prediction for regression. One row instead of one per variant keeps the write cost flat as
-    candidates are added."""
-    per_variant: list[tuple[str, list[Any], list[float], str]] = []
-    for variant, (_kind, role, out) in entry.outputs.items():
-        if out.values is not None:
-            labels: list[Any] = [None] * entry.rows
-            scores = out.values.tolist()
-        else:
-            assert out.labels is not None and out.proba is not None
-            labels = out.labels.tolist()
-            scores = (out.proba[:, 1] if out.proba.shape[1] == 2 else np.max(out.proba, axis=1)).tolist()
-        per_variant.append((variant, labels, scores, ROLE_CODES[role]))
-    served = next((v for v, (_k, role, _o) in entry.outputs.items() if role == "served"), "")
-    return [
-        (
-            entry.request_id,
-            i,
-            entry.model,
-            entry.version,
-            served,
-            entry.created_at,
-            orjson.dumps(
-                {v: [labels[i], scores[i], code] for v, labels, scores, code in per_variant}
-            ).decode(),
-        )
-        for i in range(entry.rows)
-    ]
+    [class index or null, score, role code]. One row instead of one per variant keeps the write cost
+    flat as candidates are added."""
+    columns = [(v, *_columns(out), ROLE_CODES[role]) for v, (role, out) in entry.outputs.items()]
+    served_code = ROLE_CODES["served"]
+    rows: list[tuple[Any, ...]] = []
+    offset = 0
+    for rid, n, (served, answer) in zip(entry.request_ids, entry.rows, entry.served, strict=True):
+        s_labels, s_scores = _columns(answer)
+        for i in range(n):
+            k = offset + i
+            doc = {v: [labels[k], scores[k], code] for v, labels, scores, code in columns if v != served}
+            doc[served] = [s_labels[i], s_scores[i], served_code]
+            rows.append(
+                (rid, i, entry.model, entry.version, served, entry.created_at, orjson.dumps(doc).decode())
+            )
+        offset += n
+    return rows
 
 
 def decode_outputs(text: str) -> dict[str, tuple[int | None, float, str]]:

@@ -19,13 +19,45 @@ from tests.service.conftest import BuiltRepo, start_server, stop_server
 def entry(rid: str, rows: int = 2, created_at: float | None = None) -> Entry:
     out = Output(labels=np.zeros(rows, dtype=np.int64), proba=np.tile([0.7, 0.3], (rows, 1)))
     return Entry(
-        request_id=rid,
+        request_ids=[rid],
+        rows=[rows],
+        served=[("a", out)],
         model="m",
         version=1,
         created_at=created_at or time.time(),
-        rows=rows,
-        outputs={"a": ("member", "served", out), "b": ("member", "shadow", out)},
+        outputs={"b": ("shadow", out)},
     )
+
+
+def test_a_batch_entry_records_each_request_with_its_own_served_answer(tmp_path: Path) -> None:
+    from service.ledger import decode_outputs
+
+    ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=30)
+    batch = Output(labels=np.array([0, 1, 1]), proba=np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]))
+    one = Output(labels=np.array([1]), proba=np.array([[0.3, 0.7]]))
+    two = Output(labels=np.array([0, 0]), proba=np.array([[0.6, 0.4], [0.7, 0.3]]))
+    ledger.record(
+        Entry(
+            request_ids=["x", "y"],
+            rows=[1, 2],
+            served=[("a", one), ("b", two)],
+            model="m",
+            version=1,
+            created_at=1.0,
+            outputs={"b": ("shadow", batch), "c": ("member", batch)},
+        )
+    )
+    ledger.close()
+    with sqlite3.connect(ledger.path) as conn:
+        rows = conn.execute(
+            "SELECT request_id, row_index, served, outputs FROM predictions ORDER BY 1, 2"
+        ).fetchall()
+    docs = {(r[0], r[1]): (r[2], decode_outputs(r[3])) for r in rows}
+    assert docs[("x", 0)] == (
+        "a",
+        {"a": (1, 0.7, "served"), "b": (0, 0.1, "shadow"), "c": (0, 0.1, "member")},
+    )
+    assert docs[("y", 1)] == ("b", {"b": (0, 0.3, "served"), "c": (1, 0.6, "member")})
 
 
 def count(path: Path, where: str = "1=1") -> int:
