@@ -4,6 +4,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-echo "== ruff"; ruff check service builders tests
+echo "== ruff"; ruff check service builders tests monitoring benchmarks
 echo "== mypy"; mypy
 echo "== pytest"; python -m pytest "$@"

@@ -121,7 +121,8 @@ class Gateway:
         """Load and verify a repository, then swap it in (with its manifest routing) in one step."""
         repo = load(path or self.settings.repository, self.settings.providers, self.settings.intra_op_threads)
         router = Router.from_routing(repo.manifest.routing, repo.variants, self.settings.shadow_fraction)
-        children = metrics.Children(repo.variants)
+        timed = [n for n, v in repo.variants.items() if v.kind == "member" or v.meta is not None]
+        children = metrics.Children(repo.variants, timed)
         repo.timers = children.inference
         _ = self.ledger
         with self._lock:
@@ -139,6 +140,12 @@ class Gateway:
                 metrics.MODEL_INFO.labels(
                     name, str(old.manifest.version), v.family, v.kind, old.manifest.name
                 ).set(0)
+                if name not in repo.variants:
+                    # Gone with the old version: no routing role, no offline score to compare with.
+                    for role in ("champion", "challenger", "shadow"):
+                        metrics.ROUTING_ROLE.labels(name, role).set(0)
+                    for metric in old.cards[name].metrics.get("test", {}):
+                        metrics.OFFLINE_SCORE.labels(name, metric).set(float("nan"))
         for name, v in repo.variants.items():
             metrics.MODEL_INFO.labels(name, str(m.version), v.family, v.kind, m.name).set(1)
             for metric, value in repo.cards[name].metrics.get("test", {}).items():

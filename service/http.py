@@ -52,19 +52,23 @@ def error_response(exc: GatewayError) -> Response:
     return json_response({"error": exc.message}, status=exc.status)
 
 
-def guarded(handler: Handler) -> Handler:
-    """Map GatewayError to its status (counted by reason); log and 500 anything else."""
+def guarded(route: str, handler: Handler) -> Handler:
+    """Map GatewayError to its status (counted by reason); log and 500 anything else; count every
+    response by route and status class (the denominator of error ratios)."""
+    counters = {cls: metrics.HTTP_REQUESTS.labels(route, cls) for cls in metrics.STATUS_CLASSES}
 
     async def wrapper(request: Request) -> Response:
         try:
-            return await handler(request)
+            response = await handler(request)
         except GatewayError as exc:
             metrics.REJECTED.labels(exc.reason).inc()
-            return error_response(exc)
+            response = error_response(exc)
         except Exception:
             metrics.REJECTED.labels("internal_error").inc()
             log.exception("unhandled error on %s", request.url.path)
-            return json_response({"error": "internal error; see the server log"}, status=500)
+            response = json_response({"error": "internal error; see the server log"}, status=500)
+        counters[f"{response.status_code // 100}xx"].inc()
+        return response
 
     return wrapper
 
@@ -179,9 +183,9 @@ def build_app(gateway: Gateway) -> Starlette:
         return json_response({"name": p["model"], "ready": ready}, status=200 if ready else 503)
 
     async def v2_infer(request: Request) -> Response:
+        start = time.perf_counter()
         p = request.path_params
         raw = await read_body(request, settings.max_body_bytes)
-        start = time.perf_counter()
         body, headers, served = oip.infer(gateway, p["model"], p.get("version"), raw, dict(request.headers))
         response = Response(body, headers=headers)
         timer = gateway.children.request.get((served.variant, "oip"))
@@ -190,21 +194,27 @@ def build_app(gateway: Gateway) -> Starlette:
         return response
 
     routes = [
-        Route("/predict", guarded(predict), methods=["POST"]),
-        Route("/models", guarded(models), methods=["GET"]),
-        Route("/feedback", guarded(feedback), methods=["POST"]),
-        Route("/compare", guarded(compare), methods=["GET"]),
-        Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
-        Route("/admin/reload", guarded(admin_reload), methods=["POST"]),
-        Route("/admin/routing", guarded(admin_routing), methods=["GET", "PUT"]),
-        Route("/v2", guarded(v2_server), methods=["GET"]),
-        Route("/v2/health/live", guarded(v2_live), methods=["GET"]),
-        Route("/v2/health/ready", guarded(v2_ready), methods=["GET"]),
-        Route("/v2/models/{model}", guarded(v2_model), methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}", guarded(v2_model), methods=["GET"]),
-        Route("/v2/models/{model}/ready", guarded(v2_model_ready), methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}/ready", guarded(v2_model_ready), methods=["GET"]),
-        Route("/v2/models/{model}/infer", guarded(v2_infer), methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}/infer", guarded(v2_infer), methods=["POST"]),
+        Route("/predict", guarded("predict", predict), methods=["POST"]),
+        Route("/models", guarded("models", models), methods=["GET"]),
+        Route("/feedback", guarded("feedback", feedback), methods=["POST"]),
+        Route("/compare", guarded("compare", compare), methods=["GET"]),
+        Route("/metrics", guarded("metrics", metrics_endpoint), methods=["GET"]),
+        Route("/admin/reload", guarded("admin", admin_reload), methods=["POST"]),
+        Route("/admin/routing", guarded("admin", admin_routing), methods=["GET", "PUT"]),
+        Route("/v2", guarded("oip_metadata", v2_server), methods=["GET"]),
+        Route("/v2/health/live", guarded("oip_health", v2_live), methods=["GET"]),
+        Route("/v2/health/ready", guarded("oip_health", v2_ready), methods=["GET"]),
+        Route("/v2/models/{model}", guarded("oip_metadata", v2_model), methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}", guarded("oip_metadata", v2_model), methods=["GET"]),
+        Route("/v2/models/{model}/ready", guarded("oip_health", v2_model_ready), methods=["GET"]),
+        Route(
+            "/v2/models/{model}/versions/{version}/ready",
+            guarded("oip_health", v2_model_ready),
+            methods=["GET"],
+        ),
+        Route("/v2/models/{model}/infer", guarded("oip_infer", v2_infer), methods=["POST"]),
+        Route(
+            "/v2/models/{model}/versions/{version}/infer", guarded("oip_infer", v2_infer), methods=["POST"]
+        ),
     ]
     return Starlette(routes=routes)

@@ -22,6 +22,18 @@ REASON = "reason"
 PROTOCOL = "protocol"
 
 ROLES = ("served", "shadow", "member")
+ROUTES = (
+    "predict",
+    "feedback",
+    "compare",
+    "models",
+    "metrics",
+    "admin",
+    "oip_infer",
+    "oip_metadata",
+    "oip_health",
+)
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 FEEDBACK_OUTCOMES = ("joined", "unknown_id", "duplicate", "conflicting", "invalid_label")
 CORRECTNESS = ("correct", "incorrect")
 REJECT_REASONS = (
@@ -156,6 +168,12 @@ COMPARED = Counter(
     [MODEL],
     registry=REGISTRY,
 )
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests",
+    "Responses of the gateway's own routes, by route and status class",
+    ["route", "status_class"],
+    registry=REGISTRY,
+)
 REJECTED = Counter(
     "gateway_rejected_requests",
     "Requests refused, by reason",
@@ -194,10 +212,10 @@ ROUTING_ROLE = Gauge(
 class Children:
     """Labelled children resolved once per loaded repository: `.labels()` is costly on the hot path."""
 
-    def __init__(self, models: Iterable[str]) -> None:
+    def __init__(self, models: Iterable[str], timed: Iterable[str] | None = None) -> None:
         names = list(models)
-        precreate(names)
-        self.inference = {m: INFERENCE_SECONDS.labels(m) for m in names}
+        precreate(names, timed)
+        self.inference = {m: INFERENCE_SECONDS.labels(m) for m in (names if timed is None else timed)}
         self.predictions = {(m, r): PREDICTIONS.labels(m, r) for m in names for r in ROLES}
         self.disagreement = {m: DISAGREEMENT.labels(m) for m in names}
         self.compared = {m: COMPARED.labels(m) for m in names}
@@ -206,10 +224,13 @@ class Children:
         self.dropped = {r: DROPPED.labels(r) for r in DROP_REASONS}
 
 
-def precreate(models: Iterable[str]) -> None:
-    """Create every labelled series at 0 for the loaded models, so dashboards see them at once."""
-    for m in models:
+def precreate(models: Iterable[str], timed: Iterable[str] | None = None) -> None:
+    """Create every labelled series at 0 for the loaded models, so dashboards see them at once;
+    inference latency only for what runs an ONNX graph (members and the stacking meta-model)."""
+    models = list(models)
+    for m in models if timed is None else timed:
         INFERENCE_SECONDS.labels(m)
+    for m in models:
         for role in ROLES:
             PREDICTIONS.labels(m, role)
         for outcome in CORRECTNESS:
@@ -221,6 +242,9 @@ def precreate(models: Iterable[str]) -> None:
         COMPARED.labels(m)
     for outcome in FEEDBACK_OUTCOMES:
         LABELS.labels(outcome)
+    for route in ROUTES:
+        for cls in STATUS_CLASSES:
+            HTTP_REQUESTS.labels(route, cls)
     for reason in REJECT_REASONS:
         REJECTED.labels(reason)
     for reason in DROP_REASONS:

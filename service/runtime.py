@@ -96,7 +96,7 @@ class LoadedRepository:
             vals = [m.values for m in members]
             if variant.strategy == "stack":
                 assert variant.meta is not None
-                (pred,) = variant.meta.run(None, {"features": combiners.stack_features(vals, self.task)})
+                (pred,) = self._run_meta(name, variant.meta, combiners.stack_features(vals, self.task))
                 return Output(values=np.asarray(pred, dtype=np.float64).reshape(-1))
             return Output(values=np.asarray(combiners.mean(vals, weights), dtype=np.float64))
         n_classes = len(self.manifest.classes)
@@ -106,11 +106,19 @@ class LoadedRepository:
         if variant.strategy == "stack":
             assert variant.meta is not None
             feats = combiners.stack_features([m.proba for m in members], self.task)
-            _, proba = variant.meta.run(None, {"features": feats})
+            _, proba = self._run_meta(name, variant.meta, feats)
             p = np.asarray(proba, dtype=np.float64)
         else:
             _, p = combiners.soft_average([m.proba for m in members], weights)
         return Output(labels=combiners.apply_threshold(p, variant.threshold), proba=p)
+
+    def _run_meta(self, name: str, meta: ort.InferenceSession, features: npt.NDArray[Any]) -> list[Any]:
+        timer = self.timers.get(name)
+        start = time.perf_counter()
+        out = meta.run(None, {"features": features})
+        if timer is not None:
+            timer.observe(time.perf_counter() - start)
+        return list(out)
 
     def members_for(self, names: Iterable[str]) -> list[str]:
         """Members needed to evaluate the given variants, in manifest order, each once."""

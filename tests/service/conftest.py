@@ -172,27 +172,35 @@ def server(built_repo: BuiltRepo, tmp_path_factory: pytest.TempPathFactory) -> I
     stop_server(srv)
 
 
-def _bentoml_workers() -> set[int]:
+def _our_servers(basetemp: Path) -> set[int]:
+    """Server processes (arbiters and workers) started by this test session: their ledger lives
+    under the session's temporary directory (other sessions' servers on the machine are not ours)."""
     import psutil
 
     found = set()
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info.get("cmdline") or [])
-        if "_bentoml_impl.worker" in cmd or "bentoml serve" in cmd or "bin/bentoml serve" in cmd:
+        if "_bentoml_impl.worker" not in cmd and "bentoml serve" not in cmd and "bin/bentoml" not in cmd:
+            continue
+        try:
+            ledger = p.environ().get("GATEWAY_LEDGER_PATH", "")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if ledger.startswith(str(basetemp)):
             found.add(p.info["pid"])
     return found
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leaked_servers() -> Iterator[None]:
+def no_leaked_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every server a test starts must be gone at the end, workers included."""
     import time
 
-    before = _bentoml_workers()
+    basetemp = tmp_path_factory.getbasetemp()
     yield
     deadline = time.monotonic() + 15
-    leaked = _bentoml_workers() - before
+    leaked = _our_servers(basetemp)
     while leaked and time.monotonic() < deadline:
         time.sleep(0.5)
-        leaked = _bentoml_workers() - before
+        leaked = _our_servers(basetemp)
     assert not leaked, f"server processes left running: {sorted(leaked)}"
