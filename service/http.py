@@ -118,6 +118,11 @@ def build_app(gateway: Gateway) -> Starlette:
     async def compare(request: Request) -> Response:
         return json_response(await anyio.to_thread.run_sync(gateway.compare))
 
+    async def openapi(request: Request) -> Response:
+        from service.openapi import document
+
+        return json_response(document(gateway.repo.manifest if gateway.ready else None))
+
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = await anyio.to_thread.run_sync(metrics.exposition)
         return Response(body, media_type=content_type)
@@ -199,6 +204,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/feedback", guarded("feedback", feedback), methods=["POST"]),
         Route("/compare", guarded("compare", compare), methods=["GET"]),
         Route("/metrics", guarded("metrics", metrics_endpoint), methods=["GET"]),
+        Route("/openapi.json", guarded("models", openapi), methods=["GET"]),
         Route("/admin/reload", guarded("admin", admin_reload), methods=["POST"]),
         Route("/admin/routing", guarded("admin", admin_routing), methods=["GET", "PUT"]),
         Route("/v2", guarded("oip_metadata", v2_server), methods=["GET"]),

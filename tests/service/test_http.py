@@ -310,3 +310,20 @@ def test_batched_shadow_equals_per_request_evaluation(
             assert got.labels is not None and expected.labels is not None
             np.testing.assert_array_equal(got.labels, expected.labels)
             np.testing.assert_allclose(got.proba, expected.proba, rtol=0, atol=1e-6)
+
+
+def test_openapi_documents_the_json_api(client: Any, feature_records: list[dict[str, Any]]) -> None:
+    from service.openapi import FeedbackRequest, PredictRequest, PredictResponse
+
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+    assert {"/predict", "/feedback", "/compare", "/models"} <= set(doc["paths"])
+    record = doc["components"]["schemas"]["Record"]
+    assert set(record["required"]) == {"age", "monthly income", "city", "plan"}
+    # The documented shapes are the served shapes.
+    body = PredictRequest(records=feature_records[:2], request_id="doc-1", return_members=True)
+    r = client.post("/predict", json=body.model_dump(exclude_none=True))
+    assert r.status_code == 200
+    PredictResponse.model_validate(r.json())
+    fb = FeedbackRequest.model_validate({"labels": [{"request_id": "doc-1", "row": 0, "label": "stay"}]})
+    assert client.post("/feedback", json=fb.model_dump()).json()["joined"] == 1
