@@ -59,6 +59,7 @@ def staging(root: Path, name: str) -> Iterator[Path]:
     if not marker.exists():
         marker.write_text(json.dumps({"format_version": 1}) + "\n")
     tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; a serving user other than the builder must read it
     try:
         yield tmp
     finally:

@@ -118,7 +118,8 @@ def standard_error(metric: str, value: float, n: int) -> float:
     if n <= 1:
         return math.inf
     if metric == "accuracy":
-        return math.sqrt(max(value * (1 - value), 1e-12) / n)
+        # A perfect score still has sampling error: never less than one error in n would give.
+        return math.sqrt(max(value * (1 - value), 1.0 / n) / n)
     if metric == "rmse":
         return value / math.sqrt(2 * n)
     return 0.0

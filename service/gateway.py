@@ -7,10 +7,11 @@ the same feeds, so every variant is scored on identical traffic.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ from service.settings import Settings
 from service.shadow import ShadowExecutor
 
 ALIASES = ("champion",)
+# Generated request ids: a random per-process prefix and a counter (uuid4 costs an os.urandom call
+# per request); unique across workers and restarts.
+_ID_PREFIX = secrets.token_hex(6) + "-"
+_ID_COUNTER = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -233,12 +238,12 @@ class Gateway:
 
     @staticmethod
     def request_id(body_id: Any, header_id: str | None) -> str:
-        """Client-supplied (body first, then header) or a fresh uuid4."""
+        """Client-supplied (body first, then header) or generated."""
         if body_id is not None:
             return check_request_id(body_id)
         if header_id:
             return check_request_id(header_id, field="X-Request-ID")
-        return uuid.uuid4().hex
+        return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
     def resolve_variant(self, repo: LoadedRepository, router: Router, name: Any) -> str:
         """A forced variant name; "champion" means the current champion."""
@@ -370,6 +375,9 @@ class Gateway:
         if ledger is None:
             raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): labels cannot be joined")
         repo = self.repo
+        # Requests answered before this label may still be on the shadow queue, where their record is
+        # made: let those reach the ledger first (the store then flushes the ledger).
+        self.shadow.barrier()
         with self._feedback_lock:
             if self._feedback is None:
                 self._feedback = FeedbackStore(ledger)
@@ -381,6 +389,7 @@ class Gateway:
         if ledger is None:
             raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): nothing to compare")
         repo, router = self.repo, self.router
+        self.shadow.barrier()
         ledger.flush()
         conn = sqlite3.connect(ledger.path, timeout=10)
         try:

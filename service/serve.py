@@ -40,6 +40,10 @@ def server_env(
         env["GATEWAY_ADMIN_TOKEN"] = admin_token
     if ledger is not None:
         env["GATEWAY_LEDGER_PATH"] = str(ledger.resolve())
+    # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir when it starts, so two gateways
+    # sharing a home would zero or mix each other's counters: each ledger gets its own home.
+    ledger_path = Path(env.get("GATEWAY_LEDGER_PATH", ".gateway/ledger.sqlite")).resolve()
+    env.setdefault("BENTOML_HOME", str(ledger_path.parent / f".bentoml-{ledger_path.stem}"))
     env["BENTOML_CONFIG_OPTIONS"] = f"services.{SERVICE_NAME}.workers={workers}"
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     return env

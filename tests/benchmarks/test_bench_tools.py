@@ -115,6 +115,7 @@ def test_collapse_profile_leaves_out_waiting_threads() -> None:
     p = tools.collapse_profile(lines)
     assert p["samples"] == 100 and p["busy_samples"] == 10
     assert p["threads"] == {"MainThread": 80.0, "gateway-ledger": 20.0}
+    assert p["threads_in_service"] == {"MainThread": 100.0, "gateway-ledger": 100.0}
     assert p["modules"]["onnxruntime"] == 60.0 and p["modules"]["service/gateway.py"] == 20.0
     name, self_pct, total_pct = p["top_self"][0]
     assert name == "Session.run (onnxruntime/capi/x.py)" and self_pct == 60.0 and total_pct == 60.0
@@ -169,9 +170,20 @@ def test_render_and_splice_keep_hand_written_text() -> None:
         "ratios": {"full / champion, p50": 1.25},
         "targets": render.evaluate_targets(summaries()),
         "notes": ["a note"],
+        "profiles": [
+            {
+                "scenario": "full ensemble",
+                "threads": {"MainThread": 80.0},
+                "threads_in_service": {"MainThread": 50.0},
+                "gil_threads": {"MainThread": 90.0},
+                "gil_held_pct": 70.0,
+                "top_self": [("Session.run (onnxruntime/x.py)", 60.0, 60.0)],
+            }
+        ],
     }
     generated = render.render_results(report)
     assert "| full ensemble | 2,000 |" in generated and "**not met**" in generated and "- a note" in generated
+    assert "| MainThread | 80.00 | 50.00 | 90.00 |" in generated and "held in 70%" in generated
     doc = "# Benchmarks\n\nHow to run.\n"
     once = render.splice_results(doc, generated)
     assert (

@@ -165,8 +165,8 @@ def test_standard_error() -> None:
     assert standard_error("accuracy", 0.9, 100) == pytest.approx(0.03)
     assert standard_error("rmse", 10.0, 50) == pytest.approx(1.0)
     assert standard_error("accuracy", 0.9, 1) == math.inf
-    # A perfect score still leaves a tiny, positive standard error.
-    assert 0 < standard_error("accuracy", 1.0, 100) < 1e-6
+    # A perfect score still has sampling error: as if one row in n could have been wrong.
+    assert standard_error("accuracy", 1.0, 100) == pytest.approx(math.sqrt(0.01 / 100))
 
 
 def _candidates(rows: list[tuple[str, float, float, bool]]) -> list[Candidate]:
