@@ -7,6 +7,7 @@ the same feed builder (service.feeds) and the same combiners (service.combiners)
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import platform
 import time
 import warnings
@@ -321,7 +322,7 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
                 fname = "model.onnx" if m.kind == "member" else "meta.onnx"
                 (folder / fname).write_bytes(m.onnx_bytes)
                 onnx_rel = str((folder / fname).relative_to(tmp))
-                m.card["sha256"] = _sha(m.onnx_bytes)
+                m.card["sha256"] = hashlib.sha256(m.onnx_bytes).hexdigest()
                 m.card["file_size_bytes"] = len(m.onnx_bytes)
             card = _card(m, table, versions, metric)
             (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
@@ -384,12 +385,6 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
         seconds=time.perf_counter() - started,
         extras=extras,
     )
-
-
-def _sha(raw: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(raw).hexdigest()
 
 
 def _train_member(

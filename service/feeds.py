@@ -1,7 +1,8 @@
 """Raw column values to onnxruntime feeds: one [N, 1] tensor per input column.
 
-Builders and the service both go through this function, so offline evaluation and online serving
-hand identical tensors to the same graphs.
+Builders use this for offline evaluation; the service builds the same tensors from validated JSON
+records in service.records (column-wise, for speed). tests/service/test_http.py proves the two agree:
+every variant served online reproduces its card's offline test metrics exactly.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from service.errors import BadRequest, InvalidBody, InvalidField, NotFound, PayloadTooLarge, describe
+from service.errors import InvalidBody, InvalidField, NotFound, PayloadTooLarge, describe
 from service.feeds import MISSING_CATEGORY
 from service.gateway import Gateway, Served
 from service.manifest import ColumnSpec
@@ -329,6 +329,3 @@ def infer(
         },
         served,
     )
-
-
-__all__ = ["BadRequest", "decode_request", "infer", "model_metadata", "model_ready", "server_metadata"]

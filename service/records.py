@@ -111,20 +111,6 @@ def _raise_bad(values: list[Any], field: str, column: str, expected: str, allowe
             raise InvalidField(f"{field}[{i}].{column}", expected, describe(v))
 
 
-def columns_to_feeds(manifest: Manifest, tensors: dict[str, npt.NDArray[Any]], rows: int) -> dict[str, Any]:
-    """OIP inputs (already decoded per column name) to feeds keyed by ONNX input name."""
-    out: dict[str, Any] = {}
-    for c in manifest.inputs:
-        arr = tensors[c.name]
-        out[c.tensor] = arr.reshape(rows, 1)
-    return out
-
-
-def class_label(manifest: Manifest, index: int) -> Any:
-    """The class label a client sees for a class index."""
-    return manifest.classes[index]
-
-
 def rows_json(manifest: Manifest, out: Output) -> list[dict[str, Any]]:
     """Per-row answers: label and probabilities by class, or a value."""
     if manifest.task == "regression":

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.manifest import CARD_FILE, MANIFEST_FILE, Manifest, ModelCard
+
+T = TypeVar("T", bound=BaseModel)
 
 
 class RepositoryError(Exception):
@@ -50,21 +53,30 @@ def resolve_version(path: Path) -> Path:
     raise RepositoryError(f"{path}: no model version found (expected <name>/<version>/{MANIFEST_FILE})")
 
 
-def load_manifest(version_dir: Path) -> Manifest:
-    """Parse and validate manifest.json."""
-    path = version_dir / MANIFEST_FILE
+def _parse(schema: type[T], path: Path, what: str) -> T:
+    """Read and validate one JSON file; RepositoryError names the file and the first bad field."""
     try:
-        return Manifest.model_validate_json(path.read_bytes())
+        return schema.model_validate_json(path.read_bytes())
     except FileNotFoundError as exc:
         raise RepositoryError(f"{path}: missing") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise RepositoryError(f"{path}: invalid manifest at {where}: {first['msg']}") from exc
+        raise RepositoryError(f"{path}: invalid {what} at {where}: {first['msg']}") from exc
+
+
+def load_manifest(version_dir: Path) -> Manifest:
+    """Parse and validate manifest.json."""
+    return _parse(Manifest, version_dir / MANIFEST_FILE, "manifest")
 
 
 def verify(version_dir: Path) -> Manifest:
     """Manifest schema plus the sha256 of every listed file, and every file the manifest points at."""
+    return verify_with_cards(version_dir)[0]
+
+
+def verify_with_cards(version_dir: Path) -> tuple[Manifest, dict[str, ModelCard]]:
+    """What verify checks, returning the parsed cards by model name as well (read once)."""
     manifest = load_manifest(version_dir)
     referenced = {m.path: m.sha256 for m in manifest.members}
     referenced.update(
@@ -77,20 +89,13 @@ def verify(version_dir: Path) -> Manifest:
         actual = sha256_file(path)
         if actual != expected:
             raise RepositoryError(f"{path}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…)")
-    for card_rel in [m.card for m in manifest.members] + [e.card for e in manifest.ensembles]:
-        load_card(version_dir / card_rel)
-    return manifest
+    specs = [(m.name, m.card) for m in manifest.members] + [(e.name, e.card) for e in manifest.ensembles]
+    cards = {name: load_card(version_dir / card) for name, card in specs}
+    return manifest, cards
 
 
 def load_card(path: Path) -> ModelCard:
     """Parse one card.json."""
     if path.name != CARD_FILE:
         raise RepositoryError(f"{path}: expected a {CARD_FILE}")
-    try:
-        return ModelCard.model_validate_json(path.read_bytes())
-    except FileNotFoundError as exc:
-        raise RepositoryError(f"{path}: missing") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise RepositoryError(f"{path}: invalid card at {where}: {first['msg']}") from exc
+    return _parse(ModelCard, path, "card")

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from service import combiners
 from service.manifest import EnsembleSpec, Manifest, ModelCard
-from service.registry import RepositoryError, load_card, resolve_version, verify
+from service.registry import RepositoryError, resolve_version, verify_with_cards
 
 ORT_TYPES = {"numeric": "tensor(float)", "categorical": "tensor(string)"}
 
@@ -169,8 +169,7 @@ def load(
 ) -> LoadedRepository:
     """Resolve, verify and load a repository version; RepositoryError names the file on any problem."""
     version_dir = resolve_version(path)
-    manifest = verify(version_dir)
-    cards: dict[str, ModelCard] = {}
+    manifest, cards = verify_with_cards(version_dir)
     sessions: dict[str, ort.InferenceSession] = {}
     variants: dict[str, Variant] = {}
     for member in manifest.members:
@@ -178,8 +177,7 @@ def load(
         session = _session(file, providers, threads)
         _check_inputs(file, session, manifest)
         _check_outputs(file, session, member.outputs)
-        card = load_card(version_dir / member.card)
-        cards[member.name] = card
+        card = cards[member.name]
         sessions[member.name] = session
         variants[member.name] = Variant(
             name=member.name,
@@ -189,8 +187,7 @@ def load(
             family=member.family,
         )
     for ens in manifest.ensembles:
-        card = load_card(version_dir / ens.card)
-        cards[ens.name] = card
+        card = cards[ens.name]
         variants[ens.name] = Variant(
             name=ens.name,
             kind="ensemble",

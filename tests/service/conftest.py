@@ -3,7 +3,6 @@ built once per session), an in-process gateway, and a real `bentoml serve` proce
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 
 from service.gateway import Gateway
-from service.procs import Managed
+from service.procs import Managed, free_port
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +117,6 @@ def client(gateway: Gateway) -> Iterator[Any]:
 
     with TestClient(build_app(gateway), base_url="http://gateway") as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
