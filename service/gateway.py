@@ -101,6 +101,7 @@ class Gateway:
             settings.shadow_queue,
             settings.shadow_timeout_s,
             on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
+            gather_s=settings.shadow_gather_s,
         )
         self._ledger: Ledger | None = None
         self._feedback: FeedbackStore | None = None
@@ -290,7 +291,7 @@ class Gateway:
         for m in outputs:
             if m != name:
                 c.predictions[(m, "member")].inc(rows)
-        metrics.SERVED_ROWS.inc(rows)
+        c.served_rows.inc(rows)
         if (shadow or self.recorder is not None) and self.shadow.submit(
             ShadowJob(served, feeds, tuple(shadow))
         ):
@@ -434,3 +435,4 @@ class Gateway:
             self._ledger.close()
         if self._feedback is not None:
             self._feedback.close()
+        metrics.flush()

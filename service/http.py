@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,14 +23,14 @@ from service import metrics, oip
 from service.errors import (
     AdminDisabled,
     GatewayError,
-    InvalidBody,
     InvalidField,
     PayloadTooLarge,
     Unauthorized,
     describe,
 )
 from service.gateway import Gateway
-from service.records import body_object
+from service.hot import HotRoutes
+from service.records import body_object, parse_json
 from service.routing import parse_routing
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,9 @@ def error_response(exc: GatewayError) -> Response:
 def guarded(route: str, handler: Handler) -> Handler:
     """Map GatewayError to its status (counted by reason); log and 500 anything else; count every
     response by route and status class (the denominator of error ratios)."""
-    counters = {cls: metrics.HTTP_REQUESTS.labels(route, cls) for cls in metrics.STATUS_CLASSES}
+    counters = {
+        cls: metrics.Queued(metrics.HTTP_REQUESTS.labels(route, cls)) for cls in metrics.STATUS_CLASSES
+    }
 
     async def wrapper(request: Request) -> Response:
         try:
@@ -88,28 +89,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise InvalidBody("body: expected a JSON object, got an empty body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidBody(f"body: malformed JSON ({exc}); NaN and Infinity are not JSON") from exc
-
-
-def build_app(gateway: Gateway) -> Starlette:
-    """All routes over one Gateway."""
+def build_app(gateway: Gateway) -> HotRoutes:
+    """All routes over one Gateway: the hot ones as raw ASGI (service.hot), the rest in Starlette."""
     settings = gateway.settings
-
-    async def predict(request: Request) -> Response:
-        start = time.perf_counter()
-        body = body_object(parse_json(await read_body(request, settings.max_body_bytes)))
-        out, served = gateway.predict_json(body, request.headers.get("x-request-id"))
-        response = json_response(out, headers={"x-request-id": served.request_id})
-        timer = gateway.children.request.get((served.variant, "json"))
-        if timer is not None:
-            timer.observe(time.perf_counter() - start)
-        return response
 
     async def feedback(request: Request) -> Response:
         body = parse_json(await read_body(request, settings.max_body_bytes))
@@ -187,19 +169,7 @@ def build_app(gateway: Gateway) -> Starlette:
         ready = oip.model_ready(gateway, p["model"], p.get("version"))
         return json_response({"name": p["model"], "ready": ready}, status=200 if ready else 503)
 
-    async def v2_infer(request: Request) -> Response:
-        start = time.perf_counter()
-        p = request.path_params
-        raw = await read_body(request, settings.max_body_bytes)
-        body, headers, served = oip.infer(gateway, p["model"], p.get("version"), raw, dict(request.headers))
-        response = Response(body, headers=headers)
-        timer = gateway.children.request.get((served.variant, "oip"))
-        if timer is not None:
-            timer.observe(time.perf_counter() - start)
-        return response
-
     routes = [
-        Route("/predict", guarded("predict", predict), methods=["POST"]),
         Route("/models", guarded("models", models), methods=["GET"]),
         Route("/feedback", guarded("feedback", feedback), methods=["POST"]),
         Route("/compare", guarded("compare", compare), methods=["GET"]),
@@ -218,9 +188,5 @@ def build_app(gateway: Gateway) -> Starlette:
             guarded("oip_health", v2_model_ready),
             methods=["GET"],
         ),
-        Route("/v2/models/{model}/infer", guarded("oip_infer", v2_infer), methods=["POST"]),
-        Route(
-            "/v2/models/{model}/versions/{version}/infer", guarded("oip_infer", v2_infer), methods=["POST"]
-        ),
     ]
-    return Starlette(routes=routes)
+    return HotRoutes(gateway, Starlette(routes=routes))

@@ -8,11 +8,19 @@ aggregates them with the multiprocess collector.
 
 from __future__ import annotations
 
+import bisect
+import logging
 import os
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger(__name__)
 
 MODEL = "model"
 VARIANT = "variant"
@@ -209,19 +217,105 @@ ROUTING_ROLE = Gauge(
 )
 
 
+FLUSH_INTERVAL_S = 0.25
+"""How often queued hot-path updates reach the (multiprocess) values; /metrics of this process flushes
+first, so a scrape never misses an update made before it in the same worker."""
+_PENDING: deque[tuple[Any, float, bool]] = deque()
+_FLUSH_LOCK = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
+class Queued:
+    """A labelled child whose updates are queued and applied in bulk by :func:`flush`.
+
+    In multiprocess mode every ``inc`` and ``observe`` takes a lock, checks the pid and writes an
+    mmap'ed value: ~45 µs a request for the 5 updates a prediction makes. Appending to a deque costs
+    well under a microsecond, and the flush aggregates (one write per series per interval)."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters only go up")
+        if _flusher is None:  # started on first use: importing the service (bentoml build) starts none
+            _ensure_flusher()
+        _PENDING.append((self.child, amount, False))
+
+    def observe(self, amount: float) -> None:
+        if _flusher is None:
+            _ensure_flusher()
+        _PENDING.append((self.child, amount, True))
+
+
+def flush() -> int:
+    """Apply every queued update; returns how many there were."""
+    with _FLUSH_LOCK:
+        counters: dict[Any, float] = {}
+        histograms: dict[Any, tuple[list[float], list[int]]] = {}
+        n = 0
+        while True:
+            try:
+                child, amount, observed = _PENDING.popleft()
+            except IndexError:
+                break
+            n += 1
+            if not observed:
+                counters[child] = counters.get(child, 0.0) + amount
+                continue
+            agg = histograms.get(child)
+            if agg is None:
+                agg = histograms[child] = ([0.0], [0] * len(child._upper_bounds))
+            agg[0][0] += amount
+            # The first bucket whose upper bound is >= amount, as Histogram.observe counts it.
+            agg[1][bisect.bisect_left(child._upper_bounds, amount)] += 1
+        for child, total in counters.items():
+            child.inc(total)
+        for child, (total_sum, counts) in histograms.items():
+            # Histogram children keep one (non-cumulative) value per bucket plus the sum; writing
+            # them in bulk is what observe() does one observation at a time (prometheus_client 0.26).
+            child._sum.inc(total_sum[0])
+            for i, count in enumerate(counts):
+                if count:
+                    child._buckets[i].inc(count)
+        return n
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL_S)
+        try:
+            flush()
+        except Exception:  # pragma: no cover - a metric bug must not stop the flusher
+            log.exception("metrics flush failed")
+
+
+def _ensure_flusher() -> None:
+    global _flusher
+    if _flusher is None:
+        with _FLUSH_LOCK:
+            if _flusher is None:
+                _flusher = threading.Thread(target=_flush_forever, name="gateway-metrics", daemon=True)
+                _flusher.start()
+
+
 class Children:
-    """Labelled children resolved once per loaded repository: `.labels()` is costly on the hot path."""
+    """Labelled children resolved once per loaded repository (`.labels()` is costly on the hot path),
+    their updates queued (see :class:`Queued`)."""
 
     def __init__(self, models: Iterable[str], timed: Iterable[str] | None = None) -> None:
         names = list(models)
         precreate(names, timed)
-        self.inference = {m: INFERENCE_SECONDS.labels(m) for m in (names if timed is None else timed)}
-        self.predictions = {(m, r): PREDICTIONS.labels(m, r) for m in names for r in ROLES}
-        self.disagreement = {m: DISAGREEMENT.labels(m) for m in names}
-        self.compared = {m: COMPARED.labels(m) for m in names}
-        self.request = {(m, p): REQUEST_SECONDS.labels(m, p) for m in names for p in ("json", "oip")}
-        self.rejected = {r: REJECTED.labels(r) for r in REJECT_REASONS}
-        self.dropped = {r: DROPPED.labels(r) for r in DROP_REASONS}
+        self.inference = {m: Queued(INFERENCE_SECONDS.labels(m)) for m in (names if timed is None else timed)}
+        self.predictions = {(m, r): Queued(PREDICTIONS.labels(m, r)) for m in names for r in ROLES}
+        self.disagreement = {m: Queued(DISAGREEMENT.labels(m)) for m in names}
+        self.compared = {m: Queued(COMPARED.labels(m)) for m in names}
+        self.request = {(m, p): Queued(REQUEST_SECONDS.labels(m, p)) for m in names for p in ("json", "oip")}
+        self.rejected = {r: Queued(REJECTED.labels(r)) for r in REJECT_REASONS}
+        self.dropped = {r: Queued(DROPPED.labels(r)) for r in DROP_REASONS}
+        self.served_rows = Queued(SERVED_ROWS)
 
 
 def precreate(models: Iterable[str], timed: Iterable[str] | None = None) -> None:
@@ -255,6 +349,7 @@ def exposition() -> tuple[bytes, str]:
     """The /metrics body: this process's registry, or every worker's when running multiprocess."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    flush()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and os.path.isdir(directory):
         registry = CollectorRegistry()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from service.errors import InvalidBody, InvalidField, PayloadTooLarge, describe
 from service.feeds import MISSING_CATEGORY
@@ -138,6 +139,16 @@ def check_request_id(value: Any, field: str = "request_id") -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.isprintable() or " " in value:
         raise InvalidField(field, "1-128 printable characters without spaces", describe(value))
     return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; InvalidBody (400) for an empty or malformed one."""
+    if not raw.strip():
+        raise InvalidBody("body: expected a JSON object, got an empty body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"body: malformed JSON ({exc}); NaN and Infinity are not JSON") from exc
 
 
 def body_object(body: Any) -> dict[str, Any]:

@@ -10,10 +10,12 @@ import bentoml
 
 from service import tuning
 from service.gateway import Gateway
+from service.hot import HotRoutesMiddleware
 from service.http import build_app
 from service.settings import Settings
 
 tuning.patch_timeout_middleware()
+tuning.bypass_tracing_for_hot_routes()
 
 # One Gateway per worker process: the app must exist at import time for @bentoml.asgi_app, the
 # repository is loaded in __init__ (not at import, so `bentoml build` stays cheap).
@@ -45,3 +47,8 @@ class EnsembleGateway:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         gateway.close()
+
+
+# The hot routes answer ahead of BentoML's context middleware, its router and the mount; the rest of
+# the app (and BentoML's /livez, /readyz) is reached as before.
+EnsembleGateway.add_asgi_middleware(HotRoutesMiddleware, routes=app)  # type: ignore[attr-defined]

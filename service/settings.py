@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     """Bounded queue of pending shadow evaluations; beyond it shadow work is dropped and counted."""
     shadow_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     """Shadow work older than this when its turn comes is dropped and counted."""
+    shadow_gather_s: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """How long the shadow worker lets requests queue up before one batch: longer means fewer, larger
+    onnxruntime runs (cheaper per request) and later shadow records."""
     providers: list[str] = ["CPUExecutionProvider"]
     """onnxruntime execution providers, in order; an unavailable one is a load error."""
     intra_op_threads: Annotated[int, Field(ge=0, le=64)] = 1

@@ -42,7 +42,7 @@ class ShadowExecutor(Generic[T]):
         timeout_s: float,
         on_drop: Callable[[str, int], None] | None = None,
         max_batch: int = 256,
-        gather_s: float = 0.005,
+        gather_s: float = 0.02,
     ) -> None:
         self._gather_s = gather_s
         self._handler = handler
@@ -77,11 +77,13 @@ class ShadowExecutor(Generic[T]):
         """(fresh jobs, barriers to release after them, items taken off the queue, stop requested)."""
         first = self._queue.get()
         items = [first]
-        # Gather for a moment: fewer, larger batches cost the request thread less than one per request.
-        gather_until = time.monotonic() + self._gather_s
+        if first is not None and not isinstance(first[1], threading.Event) and self._gather_s > 0:
+            # Sleep, then take what queued meanwhile: fewer, larger batches, and no wake-up of this
+            # thread per request (a timed get per item cost every request a context switch).
+            time.sleep(self._gather_s)
         while len(items) < self._max_batch and first is not None:
             try:
-                items.append(self._queue.get(timeout=max(gather_until - time.monotonic(), 0.0)))
+                items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         now = time.monotonic()

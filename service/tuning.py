@@ -1,10 +1,14 @@
-"""Process-level tuning for the serving worker: garbage collector and BentoML's timeout timers.
+"""Process-level tuning for the serving worker: garbage collector, BentoML's timeout timers, and the
+hot routes (service.hot) skipping BentoML's timeout and tracing layers.
 
 BentoML 1.4's TimeoutMiddleware schedules one ``loop.call_later(timeout)`` per request and never
 cancels it, so every request's timer, future and closures stay alive for the whole timeout (30 s):
 at thousands of requests a second the heap fills with them and full collections pause the worker for
 100-180 ms. We cancel each timer as soon as its request finishes, and freeze the long-lived heap
 (sessions, modules) after loading so collections stop rescanning it.
+
+The hot routes skip the timeout layer altogether: their work is bounded (body size, rows per
+request) and synchronous, so a timer could not interrupt it, only cost a task and a timer per request.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import asyncio
 import gc
 import logging
 from typing import Any
+
+from service.hot import is_hot
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ def patch_timeout_middleware() -> bool:
     from starlette.responses import JSONResponse
 
     async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or (scope["type"] == "http" and is_hot(scope["path"])):
             return await self.app(scope, receive, send)
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
@@ -65,6 +71,30 @@ def patch_timeout_middleware() -> bool:
             await fut
         finally:
             handle.cancel()
+
+    cls.__call__ = __call__
+    cls._gateway_patched = True
+    return True
+
+
+def bypass_tracing_for_hot_routes() -> bool:
+    """Let the hot routes skip OpenTelemetry's ASGI middleware; False if it is not the shape we know.
+
+    They are excluded from tracing anyway (service.tracing.excluded_urls), but the middleware still
+    rebuilt and regex-matched each request's URL to find that out."""
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    except ImportError:  # pragma: no cover
+        return False
+    cls: Any = OpenTelemetryMiddleware
+    if getattr(cls, "_gateway_patched", False):
+        return True
+    original = cls.__call__
+
+    async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and is_hot(scope["path"]):
+            return await self.app(scope, receive, send)
+        return await original(self, scope, receive, send)
 
     cls.__call__ = __call__
     cls._gateway_patched = True

@@ -13,6 +13,7 @@ from tests.service.conftest import BuiltRepo
 
 
 def sample(name: str, **labels: str) -> float:
+    metrics.flush()  # hot-path updates are queued (metrics.Queued); /metrics flushes the same way
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 

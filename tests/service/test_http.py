@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from typing import Any
@@ -327,3 +328,44 @@ def test_openapi_documents_the_json_api(client: Any, feature_records: list[dict[
     PredictResponse.model_validate(r.json())
     fb = FeedbackRequest.model_validate({"labels": [{"request_id": "doc-1", "row": 0, "label": "stay"}]})
     assert client.post("/feedback", json=fb.model_dump()).json()["joined"] == 1
+
+
+def test_hot_routes_answer_wrong_methods_and_odd_paths_like_the_rest_of_the_api(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert "expected POST, got GET" in r.json()["error"]
+    name = gateway.repo.manifest.name
+    r = client.get(f"/v2/models/{name}/infer")
+    assert r.status_code == 405
+    # Paths shaped unlike an infer route fall through to the router's 404.
+    assert client.post(f"/v2/models/{name}/x/infer", content=b"{}").status_code == 404
+    assert client.post("/v2/models//infer", content=b"{}").status_code == 404
+    r = client.post("/predict", content=b'{"records": [1]}', headers={"content-length": "99999999"})
+    assert r.status_code == 413
+    # A chunked body (no Content-Length) is read whole.
+    chunks = iter([b'{"records": ', json.dumps(feature_records[:2]).encode(), b"}"])
+    r = client.post("/predict", content=chunks)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 2
+
+
+def test_hot_route_responses_are_counted_by_route_and_status_class(
+    client: Any, feature_records: list[dict[str, Any]]
+) -> None:
+    from service import metrics
+
+    def count(route: str, cls: str) -> float:
+        metrics.flush()
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "gateway_http_requests_total", {"route": route, "status_class": cls}
+            )
+            or 0.0
+        )
+
+    ok, bad = count("predict", "2xx"), count("predict", "4xx")
+    client.post("/predict", json={"records": feature_records[:1]})
+    client.post("/predict", content=b"[]")
+    assert (count("predict", "2xx"), count("predict", "4xx")) == (ok + 1, bad + 1)
