@@ -136,7 +136,7 @@ class Ledger:
     def __init__(
         self,
         path: Path,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 0.1,
         max_queue: int = 100_000,
         retention_s: float = 7 * 86400,
         max_unlabelled_rows: int = 5_000_000,

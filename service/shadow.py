@@ -42,7 +42,7 @@ class ShadowExecutor(Generic[T]):
         timeout_s: float,
         on_drop: Callable[[str, int], None] | None = None,
         max_batch: int = 256,
-        gather_s: float = 0.02,
+        gather_s: float = 0.05,
     ) -> None:
         self._gather_s = gather_s
         self._handler = handler
