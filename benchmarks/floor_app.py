@@ -1,8 +1,8 @@
 """The floor: a bare Starlette + uvicorn (uvloop + httptools) app doing the gateway's onnxruntime work
 and nothing else (no validation messages, routing, request ids, ledger, metrics or BentoML).
 
-POST /predict takes the gateway's body, {"records": [{column: value}]}, builds the same [N, 1]
-per-column feeds the gateway builds, runs the configured ONNX graph(s) once each and, for several,
+POST /predict takes the gateway's body, {"records": [{column: value}]}, builds the same feeds the
+gateway builds (one [N, k] "numeric" input, one [N, 1] input per categorical column), runs the configured ONNX graph(s) once each and, for several,
 combines them as the champion ensemble does (soft average, hard vote or stacking meta-graph);
 GET /healthz answers once the sessions are loaded.
 
@@ -42,7 +42,6 @@ def session(path: str) -> ort.InferenceSession:
 
 def build_app(config: dict[str, Any]) -> Starlette:
     numeric = [c["name"] for c in config["columns"] if c["kind"] == "numeric"]
-    numeric_tensors = [c["tensor"] for c in config["columns"] if c["kind"] == "numeric"]
     text = [(c["name"], c["tensor"]) for c in config["columns"] if c["kind"] != "numeric"]
     sessions = [session(m["path"]) for m in config["models"]]
     weights = np.asarray([m.get("weight", 1.0) for m in config["models"]], dtype=np.float64)
@@ -56,8 +55,7 @@ def build_app(config: dict[str, Any]) -> Starlette:
         feeds: dict[str, Any] = {}
         if numeric:
             arr = np.array([[rec[name] for name in numeric] for rec in records], dtype=np.float64)
-            cols = np.ascontiguousarray(arr.T, dtype=np.float32).reshape(len(numeric), n, 1)
-            feeds.update(zip(numeric_tensors, cols, strict=True))
+            feeds["numeric"] = arr.astype(np.float32)
         for name, tensor in text:
             col = np.empty((n, 1), dtype=object)
             col[:, 0] = ["" if rec[name] is None else rec[name] for rec in records]

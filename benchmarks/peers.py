@@ -159,17 +159,20 @@ def floor_config(
 
 
 def oip_body(repo: Repo, records: list[dict[str, Any]], sklearn: bool) -> bytes:
-    """Open Inference Protocol v2: one FP32 input per column (the ONNX graphs' inputs)."""
+    """Open Inference Protocol v2 with the inputs each peer's model takes: one FP32 input per column
+    for the scikit-learn pipeline (a one-row DataFrame), the ONNX graph's one [1, k] "numeric" input
+    for onnxruntime (the benchmark table has numeric columns only)."""
+    from service.manifest import NUMERIC_INPUT
+
     rec = records[0]
-    inputs = [
-        {
-            "name": c.tensor,
-            "shape": [1] if sklearn else [1, 1],
-            "datatype": "FP32",
-            "data": [rec[c.name]],
-        }
-        for c in repo.manifest.inputs
-    ]
+    columns = repo.manifest.inputs
+    if any(c.kind != "numeric" for c in columns):
+        raise SystemExit("the MLServer peers' requests support numeric columns only")
+    if not sklearn:
+        row = [rec[c.name] for c in columns]
+        one = {"name": NUMERIC_INPUT, "shape": [1, len(row)], "datatype": "FP32", "data": row}
+        return json.dumps({"inputs": [one]}).encode()
+    inputs = [{"name": c.tensor, "shape": [1], "datatype": "FP32", "data": [rec[c.name]]} for c in columns]
     body: dict[str, Any] = {"inputs": inputs}
     if sklearn:
         # Decoded into a one-row DataFrame with the pipeline's column names; probabilities, as the

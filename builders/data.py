@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from builders.errors import BuildError
-from service.manifest import ColumnSpec, DatasetFingerprint, DroppedColumn, Task
+from service.manifest import NUMERIC_INPUT, ColumnSpec, DatasetFingerprint, DroppedColumn, Task
 
 BUNDLED_DATASETS = ("breast_cancer", "wine", "digits", "iris", "diabetes")
 MAX_CATEGORIES = 100
@@ -102,7 +102,7 @@ def frame_digest(frame: pd.DataFrame) -> str:
 def tensor_names(columns: list[str]) -> dict[str, str]:
     """ONNX-safe, unique input names for raw column names ("mean radius" -> "mean_radius")."""
     out: dict[str, str] = {}
-    used: set[str] = set()
+    used: set[str] = {NUMERIC_INPUT}  # the graphs' numeric input: no column may take its name
     for col in columns:
         base = re.sub(r"[^A-Za-z0-9_]", "_", str(col)).strip("_") or "col"
         if not re.match(r"[A-Za-z_]", base):
@@ -250,7 +250,10 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
                     missing_in_training=missing,
                 )
             )
-    clean = pd.DataFrame(typed)
+    # Numeric columns first: the graphs take them as the columns of one input, categoricals after it
+    # (builders.preprocess selects them by position).
+    columns = [c for c in columns if c.kind == "numeric"] + [c for c in columns if c.kind == "categorical"]
+    clean = pd.DataFrame({c.tensor: typed[c.tensor] for c in columns})
     fingerprint = DatasetFingerprint(
         source=source, sha256=digest, rows=len(frame), columns=frame.shape[1], target=target
     )

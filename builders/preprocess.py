@@ -15,9 +15,15 @@ from service.manifest import ColumnSpec
 
 
 def make_pipeline(family: Family, columns: Sequence[ColumnSpec], seed: int) -> Pipeline:
-    """ColumnTransformer (impute, one-hot, scale where the family needs it) followed by the model."""
-    numeric = [c.tensor for c in columns if c.kind == "numeric"]
-    categorical = [c.tensor for c in columns if c.kind == "categorical"]
+    """ColumnTransformer (impute, one-hot, scale where the family needs it) followed by the model.
+
+    Columns are selected by position (numeric ones first, as builders.data orders them): skl2onnx
+    maps positions onto the graph inputs, so the numeric columns become one [N, k] input."""
+    kinds = [c.kind for c in columns]
+    numeric = [i for i, k in enumerate(kinds) if k == "numeric"]
+    categorical = [i for i, k in enumerate(kinds) if k == "categorical"]
+    if numeric and categorical and max(numeric) > min(categorical):
+        raise ValueError("columns: numeric columns must come before categorical ones")
     transformers = []
     if numeric:
         steps: list[tuple[str, object]] = [("impute", SimpleImputer(strategy="median"))]

@@ -18,7 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every numeric column is one column of a single [N, k] float input (1 had one input per column)."""
+NUMERIC_INPUT = "numeric"
+"""The ONNX input holding every numeric column, in manifest order; no column tensor may take this name."""
 MANIFEST_FILE = "manifest.json"
 ROOT_MARKER = "repository.json"
 CARD_FILE = "card.json"
@@ -35,12 +38,14 @@ class _Strict(BaseModel):
 
 
 class ColumnSpec(_Strict):
-    """One raw input column, fed to every ONNX graph as its own [N, 1] tensor."""
+    """One raw input column. Numeric columns are the columns, in manifest order, of one [N, k] float
+    input named NUMERIC_INPUT; each categorical column is its own [N, 1] string input."""
 
     name: str
     """The column name clients use in their records."""
     tensor: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    """The ONNX input this column feeds (a sanitised form of ``name``)."""
+    """A sanitised form of ``name``: the ONNX input of a categorical column, the training column name
+    of any column."""
     kind: Literal["numeric", "categorical"]
     """numeric columns are float32 tensors; categorical ones are string tensors ("" means missing)."""
     categories: list[str] = []
@@ -203,7 +208,7 @@ class Routing(_Strict):
 class Manifest(_Strict):
     """The whole repository version: schema, members, ensembles, routing, provenance."""
 
-    format_version: Literal[1] = 1
+    format_version: Literal[2] = 2
     name: Name
     version: int
     created_at: str
@@ -243,7 +248,30 @@ class Manifest(_Strict):
             raise ValueError(f"task {self.task!r}: expected at least 2 classes, got {len(self.classes)}")
         if not self.inputs:
             raise ValueError("inputs: expected at least one column")
+        tensors = [c.tensor for c in self.inputs]
+        if NUMERIC_INPUT in tensors or len(set(tensors)) != len(tensors):
+            raise ValueError(f"inputs: tensor names must be unique and not {NUMERIC_INPUT!r}")
+        kinds = [c.kind for c in self.inputs]
+        if kinds != sorted(kinds, key=lambda k: k != "numeric"):
+            raise ValueError("inputs: numeric columns must come before categorical ones")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format_version") == 1:
+            raise ValueError(
+                "format_version 1 (one ONNX input per column) is no longer served: rebuild the "
+                "repository with `gateway build`"
+            )
+        return data
+
+    def onnx_inputs(self) -> dict[str, tuple[str, int]]:
+        """ONNX input name -> (kind, width) that every member graph takes."""
+        numeric = sum(1 for c in self.inputs if c.kind == "numeric")
+        out = {NUMERIC_INPUT: ("numeric", numeric)} if numeric else {}
+        out.update({c.tensor: ("categorical", 1) for c in self.inputs if c.kind == "categorical"})
+        return out
 
     def variant_names(self) -> list[str]:
         """Every servable name: members then ensembles."""

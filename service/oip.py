@@ -16,7 +16,7 @@ import numpy.typing as npt
 import orjson
 
 from service.errors import InvalidBody, InvalidField, NotFound, PayloadTooLarge, describe
-from service.feeds import MISSING_CATEGORY
+from service.feeds import MISSING_CATEGORY, pack_columns
 from service.gateway import Gateway, Served
 from service.manifest import ColumnSpec
 
@@ -237,11 +237,11 @@ def decode_request(
     assert rows is not None
     if rows > gateway.settings.max_batch_rows:
         raise PayloadTooLarge(f"inputs: expected at most {gateway.settings.max_batch_rows} rows, got {rows}")
-    feeds = {
+    tensors = {
         spec.tensor: _column_tensor(spec, inp, rows, chunks.get(spec.name), field)
         for spec, inp, field in seen.values()
     }
-    return request, feeds, rows
+    return request, pack_columns(manifest.inputs, tensors), rows
 
 
 def _encode_bytes(values: list[str]) -> bytes:

@@ -12,7 +12,7 @@ import orjson
 
 from service.errors import InvalidBody, InvalidField, PayloadTooLarge, describe
 from service.feeds import MISSING_CATEGORY
-from service.manifest import ColumnSpec, Manifest
+from service.manifest import NUMERIC_INPUT, ColumnSpec, Manifest
 from service.runtime import Output
 
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
@@ -23,7 +23,7 @@ def records_to_feeds(
     manifest: Manifest, records: Any, max_rows: int, field: str = "records"
 ) -> dict[str, npt.NDArray[Any]]:
     """Check every record (exactly the schema's columns; numbers or null for numeric columns, strings or
-    null for categorical ones; no NaN or infinity) and build one [N, 1] tensor per column.
+    null for categorical ones; no NaN or infinity) and build the graph feeds (service.feeds' layout).
 
     Column-wise with a type-set fast path: a clean batch costs one pass per column; the slow path
     runs only to name the first bad value."""
@@ -62,9 +62,7 @@ def records_to_feeds(
             raise InvalidField(
                 f"{field}[{i}].{schema.numeric[j]}", "a finite number or null", describe(rows[i][j])
             )
-        # A (columns, rows, 1) C-contiguous array iterates into contiguous [N, 1] views, no copies.
-        cols = np.ascontiguousarray(arr.T, dtype=np.float32).reshape(len(schema.numeric), n, 1)
-        feeds.update(zip(schema.numeric_tensors, cols, strict=True))
+        feeds[NUMERIC_INPUT] = arr.astype(np.float32)
     for name, tensor in zip(schema.text, schema.text_tensors, strict=True):
         values = [rec[name] for rec in records]
         if not set(map(type, values)) <= _TEXT_TYPES:
@@ -79,7 +77,6 @@ def records_to_feeds(
 class _Schema:
     names: frozenset[str]
     numeric: tuple[str, ...]
-    numeric_tensors: tuple[str, ...]
     text: tuple[str, ...]
     text_tensors: tuple[str, ...]
 
@@ -96,7 +93,6 @@ def _compiled(manifest: Manifest) -> _Schema:
     schema = _Schema(
         names=frozenset(c.name for c in cols),
         numeric=tuple(c.name for c in cols if c.kind == "numeric"),
-        numeric_tensors=tuple(c.tensor for c in cols if c.kind == "numeric"),
         text=tuple(c.name for c in cols if c.kind == "categorical"),
         text_tensors=tuple(c.tensor for c in cols if c.kind == "categorical"),
     )

@@ -157,10 +157,10 @@ def _check_outputs(path: Path, session: ort.InferenceSession, expected: Sequence
 
 
 def _check_inputs(path: Path, session: ort.InferenceSession, manifest: Manifest) -> None:
-    got = {i.name: i.type for i in session.get_inputs()}
-    want = {c.tensor: ORT_TYPES[c.kind] for c in manifest.inputs}
+    got = {i.name: (i.type, i.shape[-1] if len(i.shape) == 2 else None) for i in session.get_inputs()}
+    want = {name: (ORT_TYPES[kind], width) for name, (kind, width) in manifest.onnx_inputs().items()}
     if got != want:
-        diff = sorted(set(got.items()) ^ set(want.items()))[:3]
+        diff = sorted(map(str, set(got.items()) ^ set(want.items())))[:3]
         raise RepositoryError(f"{path}: inputs do not match the manifest schema (differences: {diff})")
 
 

@@ -1,7 +1,8 @@
 """A minimal MLServer runtime serving one ONNX graph with onnxruntime (the strongest one-model peer).
 
 Requests are Open Inference Protocol v2 with one input per graph input (the gateway's ONNX members take
-one [N, 1] tensor per raw column); the answer carries the graph's `label` and `probabilities` outputs.
+one [N, k] float tensor named "numeric" for the numeric columns, plus one [N, 1] input per categorical
+column); the answer carries the graph's `label` and `probabilities` outputs.
 MLServer imports it as `ort_model.OnnxRuntimeModel` (benchmarks/run.py puts this folder on PYTHONPATH).
 Loaded only inside the MLServer virtualenv (benchmarks/.envs/mlserver), never by the gateway.
 """
@@ -32,7 +33,7 @@ class OnnxRuntimeModel(MLModel):
         feeds = {}
         for item in payload.inputs:
             arr = NumpyCodec.decode_input(item)
-            feeds[item.name] = arr.reshape(-1, 1).astype(np.float32, copy=False)
+            feeds[item.name] = (arr.reshape(-1, 1) if arr.ndim == 1 else arr).astype(np.float32, copy=False)
         results = self._session.run(None, feeds)
         return InferenceResponse(
             model_name=self.name,

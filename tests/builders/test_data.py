@@ -150,6 +150,7 @@ def test_fingerprint_records_source_digest_and_shape() -> None:
         (["mean radius", "width (cm)"], ["mean_radius", "width__cm"]),
         (["a b", "a_b", "a-b"], ["a_b", "a_b_2", "a_b_3"]),
         (["1st", "!!!", ""], ["c_1st", "col", "col_2"]),
+        (["numeric", "x"], ["numeric_2", "x"]),  # the graphs' numeric input keeps its name
     ],
 )
 def test_tensor_names_are_onnx_safe_and_unique(columns: list[str], expected: list[str]) -> None:

@@ -31,6 +31,7 @@ from builders.export import (
 from builders.families import CLASSIFIERS, REGRESSORS, Family
 from builders.preprocess import make_pipeline
 from service.feeds import make_feeds
+from service.manifest import NUMERIC_INPUT
 from tests.helpers import PROVIDERS, mixed_frame
 
 TRAIN_ROWS = 180
@@ -91,15 +92,16 @@ def test_the_test_rows_exercise_missing_and_unseen_values(cases: dict[str, Case]
     assert "purple" not in set(cases["label"].x_train["colour"])
 
 
-def test_initial_types_are_one_n_by_1_input_per_column(cases: dict[str, Case]) -> None:
+def test_inputs_are_one_numeric_matrix_and_one_string_column_per_category(cases: dict[str, Case]) -> None:
     case = cases["label"]
     onx = to_onnx(_fit(CLASSIFIERS[1], case), initial_types(case.table.columns), True, "logreg")
     inputs = {i.name: i.type.tensor_type for i in onx.graph.input}
-    assert list(inputs) == ["mean_radius", "width__cm", "colour", "size"]
-    assert inputs["mean_radius"].elem_type == onnx.TensorProto.FLOAT
-    assert inputs["colour"].elem_type == onnx.TensorProto.STRING
-    for tensor in inputs.values():
-        assert [d.dim_value for d in tensor.shape.dim][1:] == [1]
+    assert list(inputs) == [NUMERIC_INPUT, "colour", "size"]
+    assert inputs[NUMERIC_INPUT].elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_value for d in inputs[NUMERIC_INPUT].shape.dim][1:] == [2]  # mean radius, width (cm)
+    for name in ("colour", "size"):
+        assert inputs[name].elem_type == onnx.TensorProto.STRING
+        assert [d.dim_value for d in inputs[name].shape.dim][1:] == [1]
     # TARGET_OPSET is a ceiling: skl2onnx stamps each domain with the newest version it needed.
     opsets = {o.domain: o.version for o in onx.opset_import}
     assert opsets[""] == TARGET_OPSET[""]

@@ -106,6 +106,30 @@ def test_regression_needs_no_classes(manifest_dict: dict[str, Any]) -> None:
     assert Manifest.model_validate(manifest_dict).task == "regression"
 
 
+def test_format_1_repositories_are_refused_with_a_rebuild_hint(manifest_dict: dict[str, Any]) -> None:
+    manifest_dict["format_version"] = 1
+    with pytest.raises(ValidationError, match=r"format_version 1 .* rebuild the repository"):
+        Manifest.model_validate(manifest_dict)
+
+
+def test_numeric_columns_come_first_and_no_column_takes_the_numeric_input_name(
+    manifest_dict: dict[str, Any],
+) -> None:
+    numeric = {"name": "a", "tensor": "a", "kind": "numeric"}
+    text = {"name": "b", "tensor": "b", "kind": "categorical", "categories": ["x"]}
+    manifest_dict["inputs"] = [numeric, text]
+    assert Manifest.model_validate(manifest_dict).onnx_inputs() == {
+        "numeric": ("numeric", 1),
+        "b": ("categorical", 1),
+    }
+    manifest_dict["inputs"] = [text, numeric]
+    with pytest.raises(ValidationError, match=r"numeric columns must come before categorical ones"):
+        Manifest.model_validate(manifest_dict)
+    manifest_dict["inputs"] = [numeric, {**text, "tensor": "numeric"}]
+    with pytest.raises(ValidationError, match=r"must be unique and not 'numeric'"):
+        Manifest.model_validate(manifest_dict)
+
+
 def test_manifest_needs_an_input(manifest_dict: dict[str, Any]) -> None:
     manifest_dict["inputs"] = []
     with pytest.raises(ValidationError, match=r"inputs: expected at least one column"):
@@ -118,7 +142,7 @@ def test_manifest_needs_an_input(manifest_dict: dict[str, Any]) -> None:
         (("members", 0, "sha256"), "not-a-sha"),
         (("members", 0, "name"), "has space"),
         (("inputs", 0, "tensor"), "9starts_with_digit"),
-        (("format_version",), 2),
+        (("format_version",), 3),
         (("task",), "ranking"),
     ],
 )
