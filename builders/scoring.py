@@ -94,7 +94,12 @@ def choose_threshold(p1: npt.NDArray[Any], y: npt.NDArray[Any], fp_cost: float, 
     """
     bayes = fp_cost / (fp_cost + fn_cost)
     values = np.unique(np.concatenate([[0.0, 1.0], np.asarray(p1, dtype=np.float64)]))
-    candidates = np.unique(np.concatenate([(values[:-1] + values[1:]) / 2, [bayes]]))
+    lo, hi = values[:-1], values[1:]
+    mids = (lo + hi) / 2
+    # Adjacent floats have no midpoint between them (it rounds onto the lower one, which then falls on
+    # the wrong side of `p >= t`): the upper value itself separates them.
+    mids = np.where(mids > lo, mids, hi)
+    candidates = np.unique(np.concatenate([mids, [bayes]]))
     costs = np.array([expected_cost(y, (p1 >= t).astype(np.int64), fp_cost, fn_cost) for t in candidates])
     best = np.flatnonzero(costs <= costs.min() + 1e-12)
     pick = best[np.argmin(np.abs(candidates[best] - bayes))]

@@ -52,6 +52,8 @@ class Router:
 
     def assign(self, key: str) -> tuple[str, str]:
         """(variant, role): the challenger whose weight interval holds the key's hash, else the champion."""
+        if not self.challengers:  # no hash needed (it is a measurable part of a single-row request)
+            return self.champion, "champion"
         u = unit_hash(key, "ab")
         edge = 0.0
         for name, weight in self.challengers:
@@ -62,7 +64,9 @@ class Router:
 
     def shadow_for(self, request_id: str, served: str) -> list[str]:
         """Shadow variants to evaluate for this request (all or none, by the request id's hash)."""
-        if not self.shadow or unit_hash(request_id, "shadow") >= self.shadow_fraction:
+        if not self.shadow or self.shadow_fraction <= 0.0:
+            return []
+        if self.shadow_fraction < 1.0 and unit_hash(request_id, "shadow") >= self.shadow_fraction:
             return []
         return [n for n in self.shadow if n != served]
 

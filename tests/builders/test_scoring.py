@@ -208,3 +208,13 @@ def test_champion_ignores_ineligible_models_even_when_best() -> None:
 def test_no_eligible_champion_raises() -> None:
     with pytest.raises(ValueError, match="no eligible candidate"):
         choose_champion(_candidates([("x", 0.9, 1.0, False)]), "accuracy", 100)
+
+
+def test_threshold_separates_probabilities_one_float_apart() -> None:
+    # Found by hypothesis: the midpoint of two adjacent floats rounds onto the lower one.
+    low = 0.001
+    high = float(np.nextafter(low, 1.0))
+    p1 = np.array([high, low])
+    y = np.array([1, 0])
+    t = choose_threshold(p1, y, 1.0, 1.0)
+    assert expected_cost(y, (p1 >= t).astype(int), 1.0, 1.0) == 0.0

@@ -136,6 +136,11 @@ def test_ensembles_recombine_member_outputs_exactly(
         ),
         (b'{"records": [{"age": 1e999, "monthly income": 2, "city": "a", "plan": "b"}]}', 400, "infinity"),
         (
+            b'{"records": [{"age": 1e300, "monthly income": 2, "city": "a", "plan": "b"}]}',
+            400,
+            "records[0].age: expected a finite number (float32 range) or null, got number 1e+300",
+        ),
+        (
             b'{"records": [{"age": 1, "monthly income": 2, "city": 3, "plan": "b"}]}',
             400,
             "records[0].city: expected a string or null",
