@@ -107,7 +107,9 @@ class Scenario:
     @property
     def body_file(self) -> Path:
         path = WORK / "bodies" / f"{self.key}.json"
-        if not path.exists():
+        # Rewritten when it differs: a body left by an earlier run (another repository or format)
+        # would otherwise be sent instead of this one.
+        if not path.exists() or path.read_bytes() != self.body:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(self.body)
         return path

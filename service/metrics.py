@@ -12,7 +12,6 @@ import bisect
 import logging
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -223,6 +222,7 @@ first, so a scrape never misses an update made before it in the same worker."""
 _PENDING: deque[tuple[Any, float, bool]] = deque()
 _FLUSH_LOCK = threading.Lock()
 _flusher: threading.Thread | None = None
+_STOP = threading.Event()
 
 
 class Queued:
@@ -284,8 +284,8 @@ def flush() -> int:
 
 
 def _flush_forever() -> None:
-    while True:
-        time.sleep(FLUSH_INTERVAL_S)
+    # An event wait, not time.sleep: profilers (py-spy) then see this thread as idle between flushes.
+    while not _STOP.wait(FLUSH_INTERVAL_S):
         try:
             flush()
         except Exception:  # pragma: no cover - a metric bug must not stop the flusher

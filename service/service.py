@@ -39,7 +39,7 @@ class EnsembleGateway:
 
     def __init__(self) -> None:
         gateway.load()
-        tuning.freeze_heap()
+        tuning.freeze_heap(gateway.settings.gc_thresholds)
 
     def __is_ready__(self) -> bool:
         return gateway.ready

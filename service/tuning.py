@@ -26,11 +26,11 @@ GC_THRESHOLDS = (20_000, 50, 100)
 """Young-generation collections every 20k allocations instead of 700: request garbage is short-lived."""
 
 
-def freeze_heap() -> None:
-    """Collect once, move everything alive now to the permanent generation, and relax thresholds."""
+def freeze_heap(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Collect once, move everything alive now to the permanent generation, and set thresholds."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc.set_threshold(*thresholds)
 
 
 def patch_timeout_middleware() -> bool:
