@@ -118,13 +118,14 @@ def rows_json(manifest: Manifest, out: Output) -> list[dict[str, Any]]:
     """Per-row answers: label and probabilities by class, or a value."""
     if manifest.task == "regression":
         assert out.values is not None
-        return [{"value": float(v)} for v in out.values]
+        return [{"value": v} for v in out.values.tolist()]
     assert out.labels is not None and out.proba is not None
     classes = [str(c) for c in manifest.classes]
     labels = manifest.classes
+    # tolist() converts whole arrays at once: iterating numpy rows makes a numpy scalar per value.
     return [
-        {"label": labels[int(lab)], "probabilities": dict(zip(classes, map(float, p), strict=True))}
-        for lab, p in zip(out.labels, out.proba, strict=True)
+        {"label": labels[lab], "probabilities": dict(zip(classes, p, strict=True))}
+        for lab, p in zip(out.labels.tolist(), out.proba.tolist(), strict=True)
     ]
 
 
