@@ -66,11 +66,26 @@ def run(args: argparse.Namespace) -> int:
             child.stop()
 
 
+def servable_version(model_dir: Path) -> tuple[Path | None, str]:
+    """The newest version under ``model_dir`` if it verifies (files, checksums, manifest format),
+    else (None, why); (None, "") when there is no repository yet."""
+    from service.registry import RepositoryError, resolve_version, verify_with_cards
+
+    try:
+        version = resolve_version(model_dir)
+    except RepositoryError:
+        return None, ""
+    try:
+        verify_with_cards(version)
+    except RepositoryError as exc:
+        return None, str(exc)
+    return version, ""
+
+
 def _run(args: argparse.Namespace, console: Console, children: list[Managed], started: float) -> int:
     from builders import data as data_mod
     from builders.build import BuildOptions, run_build, split_table
     from builders.errors import BuildError
-    from service.registry import RepositoryError, resolve_version
     from service.replay import ReplayError, fetch_schema
     from service.replay import run as replay
     from service.replay_cli import make_plan, print_end
@@ -80,11 +95,11 @@ def _run(args: argparse.Namespace, console: Console, children: list[Managed], st
     model_dir = args.out / args.dataset
     version = None
     if not args.rebuild:
-        try:
-            version = resolve_version(model_dir)
+        version, problem = servable_version(model_dir)
+        if version is not None:
             step(f"using the repository {version}")
-        except RepositoryError:
-            version = None
+        elif problem:
+            step(f"the existing repository cannot be served ({problem}): building a new version")
     if version is None:
         step(f"building the default repository on {args.dataset} (equal budget for every family)")
         try:

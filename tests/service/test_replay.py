@@ -189,6 +189,26 @@ def _demo(out: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def test_demo_rebuilds_instead_of_serving_a_repository_it_cannot_load(
+    demo_repo: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from service.demo import servable_version
+
+    assert servable_version(tmp_path / "nothing") == (None, "")
+    version, problem = servable_version(demo_repo / "breast_cancer")
+    assert version is not None and problem == ""
+    old = tmp_path / "models"
+    shutil.copytree(demo_repo, old)
+    manifest = old / "breast_cancer" / version.name / "manifest.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"format_version": 1}))
+    version, problem = servable_version(old / "breast_cancer")
+    assert version is None
+    assert "format_version 1" in problem and "rebuild" in problem
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(demo_repo: Path) -> None:
     proc = _demo(demo_repo, "--no-prometheus")
