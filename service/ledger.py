@@ -156,9 +156,11 @@ class Ledger:
         self._thread.start()
 
     def record(self, entry: Entry) -> bool:
-        """Queue an entry; waits up to 1 s for room (back-pressure), then drops it and says so."""
+        """Queue an entry without ever blocking the caller (the event loop serves every request): when
+        the queue is full, i.e. the writer has been stalled for ``max_queue`` entries, the entry is
+        dropped and counted (False)."""
         try:
-            self._queue.put(entry, timeout=1.0)
+            self._queue.put_nowait(entry)
             return True
         except queue.Full:
             self.dropped += 1
@@ -250,7 +252,10 @@ class Ledger:
         """Flush everything and stop the writer (graceful stop)."""
         if not self._thread.is_alive():
             return
+        # Wake the writer now (not at the end of its interval): it drains the queue, which makes room
+        # for the stop marker even when the queue was full; wake it again to see the marker.
+        self._flush_requests.put(threading.Event())
         self._queue.put(None)
-        self._flush_requests.put(threading.Event())  # wake the writer now, not at the end of its interval
+        self._flush_requests.put(threading.Event())
         self._thread.join(timeout=30)
         self._conn.close()

@@ -77,6 +77,19 @@ def test_flush_and_graceful_close_write_everything(tmp_path: Path) -> None:
     assert count(ledger.path) == 9 * 2
 
 
+def test_a_full_queue_drops_and_counts_without_blocking_the_caller(tmp_path: Path) -> None:
+    import time
+
+    ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=30, max_queue=2)
+    assert ledger.record(entry("a")) and ledger.record(entry("b"))
+    start = time.monotonic()
+    assert not ledger.record(entry("c"))
+    assert time.monotonic() - start < 0.1
+    assert ledger.dropped == 1
+    ledger.close()
+    assert count(ledger.path) == 2 * 2
+
+
 def test_duplicate_request_ids_keep_the_first_record(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=0.01)
     ledger.record(entry("same", rows=1))
