@@ -18,6 +18,7 @@ from service.runtime import Output
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _TEXT_TYPES: frozenset[type] = frozenset({str, type(None)})
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NONE = type(None)
 
 
 def records_to_feeds(
@@ -57,18 +58,26 @@ def records_to_feeds(
         if not kinds <= _NUMBER_TYPES:
             for j, name in enumerate(schema.numeric):
                 _raise_bad([row[j] for row in rows], field, name, "a number or null", _NUMBER_TYPES)
-        # None -> nan (missing, imputed inside the graph); the graphs compute in float32, so a number
-        # beyond its range (~3.4e38) would reach them as infinity: refused like infinity itself.
-        arr = np.array(rows, dtype=np.float64)
-        out_of_range = np.abs(arr) > _FLOAT32_MAX  # NaN compares False: missing stays allowed
-        if out_of_range.any():
-            i, j = (int(x[0]) for x in np.nonzero(out_of_range))
-            raise InvalidField(
-                f"{field}[{i}].{schema.numeric[j]}",
-                "a finite number (float32 range) or null",
-                describe(rows[i][j]),
-            )
-        feeds[NUMERIC_INPUT] = arr.astype(np.float32)
+        # The graphs compute in float32: a number beyond its range (~3.4e38) would reach them as
+        # infinity, so it is refused like infinity itself. Without missing values the check runs on
+        # the Python floats (half the cost of the array path, which is what a single row pays).
+        if (
+            _NONE not in kinds
+            and max(map(max, rows)) <= _FLOAT32_MAX
+            and min(map(min, rows)) >= -_FLOAT32_MAX
+        ):
+            feeds[NUMERIC_INPUT] = np.array(rows, dtype=np.float32)
+        else:
+            arr = np.array(rows, dtype=np.float64)  # None -> nan (missing, imputed inside the graph)
+            out_of_range = np.abs(arr) > _FLOAT32_MAX  # NaN compares False: missing stays allowed
+            if out_of_range.any():
+                i, j = (int(x[0]) for x in np.nonzero(out_of_range))
+                raise InvalidField(
+                    f"{field}[{i}].{schema.numeric[j]}",
+                    "a finite number (float32 range) or null",
+                    describe(rows[i][j]),
+                )
+            feeds[NUMERIC_INPUT] = arr.astype(np.float32)
     for name, tensor in zip(schema.text, schema.text_tensors, strict=True):
         values = [rec[name] for rec in records]
         if not set(map(type, values)) <= _TEXT_TYPES:
