@@ -40,6 +40,20 @@ class ClientGone(Exception):
     """The client disconnected before sending its whole body: nothing to answer."""
 
 
+_REJECTED = {r: metrics.Queued(metrics.REJECTED.labels(r)) for r in metrics.REJECT_REASONS}
+
+
+def failure(exc: Exception, path: str) -> tuple[int, bytes]:
+    """(status, {"error": msg} body) for an exception out of any route, counted by reason: a
+    GatewayError keeps its status; anything else is a bug, logged, and a 500."""
+    if isinstance(exc, GatewayError):
+        _REJECTED[exc.reason].inc()
+        return exc.status, orjson.dumps({"error": exc.message})
+    _REJECTED["internal_error"].inc()
+    log.error("unhandled error on %s", path, exc_info=exc)
+    return 500, orjson.dumps({"error": "internal error; see the server log"})
+
+
 def is_hot(path: str) -> bool:
     """POST /predict and /v2/models/{model}[/versions/{version}]/infer."""
     return path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer"))
@@ -98,7 +112,7 @@ class HotRoutes:
         path = scope["path"]
         if path == "/predict":
             return "predict", self._predict, []
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
+        if is_hot(path):
             params = _infer_params(path)
             if params is not None:
                 return "oip_infer", self._infer, params
@@ -115,29 +129,16 @@ class HotRoutes:
         self, hit: tuple[str, Handler, list[str]], scope: Scope, receive: Receive, send: Send
     ) -> None:
         route, handler, params = hit
-        extra: Headers = []
         try:
             if scope["method"] != "POST":
-                status, body = (
-                    405,
-                    orjson.dumps({"error": f"{scope['path']}: expected POST, got {scope['method']}"}),
-                )
-                extra = [(b"allow", b"POST")]
+                status, extra = 405, [JSON, (b"allow", b"POST")]
+                body = orjson.dumps({"error": f"{scope['path']}: expected POST, got {scope['method']}"})
             else:
                 status, body, extra = await handler(scope, receive, params)
         except ClientGone:
             return
-        except GatewayError as exc:
-            self.gateway.children.rejected[exc.reason].inc()
-            status, body = exc.status, orjson.dumps({"error": exc.message})
-            extra = [JSON]
-        except Exception:
-            self.gateway.children.rejected["internal_error"].inc()
-            log.exception("unhandled error on %s", scope["path"])
-            status, body = 500, orjson.dumps({"error": "internal error; see the server log"})
-            extra = [JSON]
-        if status == 405:
-            extra.append(JSON)
+        except Exception as exc:
+            (status, body), extra = failure(exc, scope["path"]), [JSON]
         self._counters[route][f"{status // 100}xx"].inc()
         await send(
             {

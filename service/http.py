@@ -1,8 +1,8 @@
 """The HTTP surface as one Starlette app: JSON API, admin API and OIP routes.
 
 BentoML mounts it (service/service.py) beside its own /livez, /readyz and /metrics; tests can run it
-in-process. Every GatewayError becomes {"error": msg} with its status here, in one place; anything
-else is a bug and answers 500 with the same shape.
+in-process. Every GatewayError becomes {"error": msg} with its status (service.hot.failure, shared
+with the hot routes); anything else is a bug and answers 500 with the same shape.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from starlette.routing import Route
 from service import metrics, oip
 from service.errors import (
     AdminDisabled,
-    GatewayError,
     InvalidField,
-    PayloadTooLarge,
     Unauthorized,
     describe,
 )
 from service.gateway import Gateway
-from service.hot import HotRoutes
+from service.hot import ClientGone, HotRoutes, failure
+from service.hot import read_body as hot_read_body
 from service.records import body_object, parse_json
 from service.routing import parse_routing
 
@@ -47,10 +46,6 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def error_response(exc: GatewayError) -> Response:
-    return json_response({"error": exc.message}, status=exc.status)
-
-
 def guarded(route: str, handler: Handler) -> Handler:
     """Map GatewayError to its status (counted by reason); log and 500 anything else; count every
     response by route and status class (the denominator of error ratios)."""
@@ -61,13 +56,11 @@ def guarded(route: str, handler: Handler) -> Handler:
     async def wrapper(request: Request) -> Response:
         try:
             response = await handler(request)
-        except GatewayError as exc:
-            metrics.REJECTED.labels(exc.reason).inc()
-            response = error_response(exc)
-        except Exception:
-            metrics.REJECTED.labels("internal_error").inc()
-            log.exception("unhandled error on %s", request.url.path)
-            response = json_response({"error": "internal error; see the server log"}, status=500)
+        except ClientGone:
+            return Response(status_code=499)  # nobody is left to read it
+        except Exception as exc:
+            status, body = failure(exc, request.url.path)
+            response = Response(body, status_code=status, media_type="application/json")
         counters[f"{response.status_code // 100}xx"].inc()
         return response
 
@@ -75,18 +68,8 @@ def guarded(route: str, handler: Handler) -> Handler:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body: expected at most {limit} bytes, got {declared}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body: expected at most {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The raw body, refusing anything over ``limit`` bytes (the hot routes' reader)."""
+    return await hot_read_body(request.scope, request.receive, limit)
 
 
 def build_app(gateway: Gateway) -> HotRoutes:

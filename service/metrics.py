@@ -313,7 +313,6 @@ class Children:
         self.disagreement = {m: Queued(DISAGREEMENT.labels(m)) for m in names}
         self.compared = {m: Queued(COMPARED.labels(m)) for m in names}
         self.request = {(m, p): Queued(REQUEST_SECONDS.labels(m, p)) for m in names for p in ("json", "oip")}
-        self.rejected = {r: Queued(REJECTED.labels(r)) for r in REJECT_REASONS}
         self.dropped = {r: Queued(DROPPED.labels(r)) for r in DROP_REASONS}
         self.served_rows = Queued(SERVED_ROWS)
 
