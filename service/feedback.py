@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from service import metrics
 from service.errors import InvalidField, PayloadTooLarge, describe
-from service.ledger import Ledger, connect, decode_outputs, transaction
+from service.ledger import connect, decode_outputs, transaction
 from service.manifest import Manifest
 
 MAX_ITEMS = 10_000
@@ -95,9 +97,10 @@ def _check_item(item: Any, i: int, manifest: Manifest) -> tuple[str, int, int | 
 class FeedbackStore:
     """Label joins against the ledger's database (one connection, used from one thread at a time)."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._conn = connect(ledger.path)
+    def __init__(self, path: Path, flush: Callable[[], object]) -> None:
+        self._flush = flush
+        """Commits every prediction answered so far (wherever the ledger is written)."""
+        self._conn = connect(path)
 
     def submit(self, manifest: Manifest, body: Any) -> FeedbackResult:
         items = parse_items(body)
@@ -111,8 +114,8 @@ class FeedbackStore:
             else:
                 valid.append((i, *checked))
         if valid:
-            # Predictions still in this process's write queue must be visible before we join.
-            self.ledger.flush()
+            # Predictions answered before this label but not yet written must be visible to the join.
+            self._flush()
             self._join(valid, result)
         for outcome, n in result.counts.items():
             metrics.LABELS.labels(outcome).inc(n)

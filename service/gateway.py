@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import sqlite3
 import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from service import metrics
 from service.compare import compare
 from service.errors import InvalidField, NotReady, UnknownVariant, describe
 from service.feedback import FeedbackStore
-from service.ledger import Entry, Ledger
+from service.finish import Finisher, Recorder, Served, ShadowJob
+from service.ledger import Ledger, connect
 from service.manifest import Routing
 from service.records import check_request_id, records_to_feeds, rows_json, schema_json
 from service.routing import Router
-from service.runtime import LoadedRepository, Output, load
+from service.runtime import LoadedRepository, load
 from service.settings import Settings
 from service.shadow import ShadowExecutor
 
@@ -37,52 +34,6 @@ ALIASES = ("champion",)
 # per request); unique across workers and restarts.
 _ID_PREFIX = secrets.token_hex(6) + "-"
 _ID_COUNTER = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Served:
-    """What one request produced: the answer, and every output computed for it."""
-
-    request_id: str
-    variant: str
-    role: str
-    """champion, challenger, forced (the client named the variant)."""
-    output: Output
-    members: dict[str, Output]
-    repo: LoadedRepository
-    rows: int
-
-
-@dataclass(frozen=True)
-class ShadowResult:
-    """Everything evaluated for one request, served and shadow, handed to the recorder."""
-
-    served: Served
-    variants: dict[str, Output]
-    """Served variant, every shadow variant, and every member that ran."""
-
-
-Recorder = Callable[[ShadowResult], None]
-
-
-@dataclass(frozen=True)
-class ShadowJob:
-    """A served request whose shadow variants (and unrecorded outputs) are still to be done."""
-
-    served: Served
-    feeds: dict[str, npt.NDArray[Any]]
-    shadow: tuple[str, ...]
-
-
-def slice_output(out: Output, start: int, stop: int) -> Output:
-    """Rows [start, stop) of a batch output."""
-
-    def cut(a: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
-        return None if a is None else a[start:stop]
-
-    return Output(
-        labels=cut(out.labels), proba=cut(out.proba), values=cut(out.values), raw_labels=cut(out.raw_labels)
-    )
 
 
 class Gateway:
@@ -96,12 +47,14 @@ class Gateway:
         self.recorder = recorder
         """Extra observer of every fully evaluated request (tests, experiments)."""
         self.children = metrics.Children([])
+        self._finisher = Finisher(lambda: self.children, lambda: self.ledger, lambda: self.recorder)
         self.shadow: ShadowExecutor[ShadowJob] = ShadowExecutor(
-            self._finish_batch,
+            self._finisher.finish,
             settings.shadow_queue,
             settings.shadow_timeout_s,
             on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
             gather_s=settings.shadow_gather_s,
+            fallback=self._finisher.record_served,
         )
         self._ledger: Ledger | None = None
         self._feedback: FeedbackStore | None = None
@@ -297,102 +250,35 @@ class Gateway:
         ):
             return served
         # No shadow work (or no room for it): record what was served right away.
-        self._record(served)
+        self._finisher.record(served)
         return served
 
-    def _finish_batch(self, jobs: list[ShadowJob]) -> None:
-        """Shadow work for many requests at once: jobs with the same repository and shadow set share
-        one run of each member over all their rows; results are identical row by row."""
-        groups: dict[tuple[int, tuple[str, ...]], list[ShadowJob]] = {}
-        for job in jobs:
-            groups.setdefault((id(job.served.repo), job.shadow), []).append(job)
-        for group in groups.values():
-            self._finish_group(group)
-
-    def _finish_group(self, group: list[ShadowJob]) -> None:
-        repo = group[0].served.repo
-        shadow = group[0].shadow
-        batch: dict[str, Output] = {}
-        if shadow:
-            feeds = {k: np.concatenate([j.feeds[k] for j in group]) for k in group[0].feeds}
-            # The served variants' members too, so every output a request produced is recorded; in a
-            # batch they cost little more than the members the shadow variants need anyway.
-            needed = repo.members_for([*shadow, *{j.served.variant for j in group}])
-            outputs = repo.run_members(feeds, needed)
-            batch = dict(outputs)
-            for name in shadow:
-                if name not in batch:
-                    batch[name] = repo.evaluate(name, outputs)
-        served = [j.served for j in group]
-        shadow_set = set(shadow)
-        roles = {name: "shadow" if name in shadow_set else "member" for name in batch}
-        total = sum(s.rows for s in served)
-        c = self.children
-        for name, role in roles.items():
-            c.predictions[(name, role)].inc(total)
-        if batch and all(s.output.labels is not None for s in served):
-            # Disagreement with the served answer, once per variant for the whole batch.
-            answer = np.concatenate([s.output.labels for s in served if s.output.labels is not None])
-            own = np.concatenate([np.full(s.rows, s.variant, dtype=object) for s in served])
-            for name, out in batch.items():
-                if out.labels is None:
-                    continue
-                mask = own != name
-                c.compared[name].inc(int(mask.sum()))
-                c.disagreement[name].inc(int((out.labels[mask] != answer[mask]).sum()))
-        self._record_many(served, {n: (roles[n], o) for n, o in batch.items()})
-        if self.recorder is not None:
-            offset = 0
-            for s in served:
-                extra = {n: slice_output(o, offset, offset + s.rows) for n, o in batch.items()}
-                offset += s.rows
-                self.recorder(ShadowResult(served=s, variants={**extra, **s.members, s.variant: s.output}))
-
-    def _record(self, served: Served) -> None:
-        """Record a request with no shadow work: its answer and the members it ran."""
-        self._record_many([served], {n: ("member", o) for n, o in served.members.items()})
-
-    def _record_many(self, served: list[Served], outputs: dict[str, tuple[str, Output]]) -> None:
-        ledger = self.ledger
-        if ledger is None:
-            return
-        repo = served[0].repo
-        entry = Entry(
-            request_ids=[s.request_id for s in served],
-            rows=[s.rows for s in served],
-            served=[(s.variant, s.output) for s in served],
-            model=repo.manifest.name,
-            version=repo.manifest.version,
-            created_at=time.time(),
-            outputs=outputs,
-        )
-        if not ledger.record(entry):
-            self.children.dropped["ledger_queue_full"].inc()
+    def _flush_records(self) -> bool:
+        """Commit every prediction answered so far; True when that happened in time."""
+        ok = self.shadow.barrier()
+        ledger = self._ledger
+        return (ledger.flush() if ledger is not None else True) and ok
 
     # --- live evaluation -----------------------------------------------------------------------
     def feedback(self, body: Any) -> dict[str, Any]:
         """POST /feedback (blocking: call from a worker thread)."""
-        ledger = self.ledger
-        if ledger is None:
+        if not self.settings.ledger_enabled:
             raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): labels cannot be joined")
         repo = self.repo
-        # Requests answered before this label may still be on the shadow queue, where their record is
-        # made: let those reach the ledger first (the store then flushes the ledger).
-        self.shadow.barrier()
         with self._feedback_lock:
             if self._feedback is None:
-                self._feedback = FeedbackStore(ledger)
+                # Requests answered before a label may still be queued where their record is made:
+                # the store commits them (this callable) before it joins.
+                self._feedback = FeedbackStore(self.settings.ledger_path, self._flush_records)
             return self._feedback.submit(repo.manifest, body).as_json()
 
     def compare(self) -> dict[str, Any]:
         """GET /compare (blocking: call from a worker thread)."""
-        ledger = self.ledger
-        if ledger is None:
+        if not self.settings.ledger_enabled:
             raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): nothing to compare")
         repo, router = self.repo, self.router
-        self.shadow.barrier()
-        ledger.flush()
-        conn = sqlite3.connect(ledger.path, timeout=10)
+        self._flush_records()
+        conn = connect(self.settings.ledger_path)
         try:
             others = [n for n in repo.variants if n != router.champion]
             return compare(conn, repo, router.champion, others)

@@ -17,7 +17,8 @@ import orjson
 
 from service.errors import InvalidBody, InvalidField, NotFound, PayloadTooLarge, describe
 from service.feeds import MISSING_CATEGORY, pack_columns
-from service.gateway import Gateway, Served
+from service.finish import Served
+from service.gateway import Gateway
 from service.manifest import ColumnSpec
 
 HEADER_LENGTH = "inference-header-content-length"

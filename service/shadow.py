@@ -4,7 +4,8 @@ The worker takes every job waiting (up to ``max_batch``) and hands them to the h
 an onnxruntime run costs about the same for 1 row as for 64, so batching the shadow members of many
 requests makes scoring every candidate nearly free under load. onnxruntime releases the GIL while it
 runs, so this thread does not hold up the event loop. A full queue or a job older than its timeout is
-dropped and counted, never waited for.
+dropped and counted, never waited for; jobs too old for the handler, or in a batch it failed on, go to
+``fallback`` (the gateway still records what was answered).
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ class ShadowExecutor(Generic[T]):
         on_drop: Callable[[str, int], None] | None = None,
         max_batch: int = 256,
         gather_s: float = 0.05,
+        fallback: Callable[[list[T]], None] | None = None,
     ) -> None:
         self._gather_s = gather_s
+        self._fallback = fallback or (lambda _jobs: None)
         self._handler = handler
         self._on_drop = on_drop or (lambda _reason, _n: None)
         self._queue: queue.Queue[tuple[float, T | threading.Event] | None] = queue.Queue(maxsize=maxsize)
@@ -73,8 +76,9 @@ class ShadowExecutor(Generic[T]):
             self._on_drop("shadow_queue_full", 1)
             return False
 
-    def _take(self) -> tuple[list[T], list[threading.Event], int, bool]:
-        """(fresh jobs, barriers to release after them, items taken off the queue, stop requested)."""
+    def _take(self) -> tuple[list[T], list[T], list[threading.Event], int, bool]:
+        """(fresh jobs, expired jobs, barriers to release after them, items taken off the queue, stop
+        requested)."""
         first = self._queue.get()
         items = [first]
         if first is not None and not isinstance(first[1], threading.Event) and self._gather_s > 0:
@@ -91,31 +95,29 @@ class ShadowExecutor(Generic[T]):
         real = [i for i in items if i is not None]
         barriers: list[threading.Event] = []
         jobs: list[T] = []
-        expired = 0
+        expired: list[T] = []
         for deadline, item in real:
             if isinstance(item, threading.Event):
                 barriers.append(item)
             elif deadline >= now:
                 jobs.append(item)
             else:
-                expired += 1
+                expired.append(item)
         if expired:
-            self.stats.dropped_timeout += expired
-            self._on_drop("shadow_timeout", expired)
-        return jobs, barriers, len(items), stop
+            self.stats.dropped_timeout += len(expired)
+            self._on_drop("shadow_timeout", len(expired))
+        return jobs, expired, barriers, len(items), stop
 
     def _work(self) -> None:
         while True:
-            jobs, barriers, taken, stop = self._take()
+            jobs, expired, barriers, taken, stop = self._take()
             try:
+                if expired:
+                    self._fallback(expired)
                 if jobs:
-                    self._handler(jobs)
-                    self.stats.done += len(jobs)
-                    self.stats.batches += 1
-            except Exception:  # a failing shadow variant must never take the worker down
-                self.stats.failed += len(jobs)
-                self._on_drop("shadow_failed", len(jobs))
-                log.exception("shadow batch of %d jobs failed", len(jobs))
+                    self._run(jobs)
+            except Exception:  # the fallback failing too: nothing more to try, keep the worker alive
+                log.exception("shadow fallback for %d jobs failed", len(expired) + len(jobs))
             finally:
                 for barrier in barriers:
                     barrier.set()
@@ -123,6 +125,17 @@ class ShadowExecutor(Generic[T]):
                     self._queue.task_done()
             if stop:
                 return
+
+    def _run(self, jobs: list[T]) -> None:
+        try:
+            self._handler(jobs)
+            self.stats.done += len(jobs)
+            self.stats.batches += 1
+        except Exception:  # a failing shadow variant must never take the worker down
+            self.stats.failed += len(jobs)
+            self._on_drop("shadow_failed", len(jobs))
+            log.exception("shadow batch of %d jobs failed", len(jobs))
+            self._fallback(jobs)
 
     def barrier(self, timeout_s: float = 10.0) -> bool:
         """Wait until every job queued before this call has been handled (even under constant load,

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.gateway import Gateway, ShadowResult
+from service.finish import ShadowResult
+from service.gateway import Gateway
+from service.settings import Settings
 from tests.service.conftest import ADMIN_TOKEN, BuiltRepo, to_records
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -189,13 +191,15 @@ def test_admin_disabled_without_token(built_repo: BuiltRepo) -> None:
     from starlette.testclient import TestClient
 
     from service.http import build_app
-    from service.settings import Settings
 
     gw = Gateway(Settings(repository=built_repo.root, ledger_enabled=False))
     gw.load()
-    with TestClient(build_app(gw)) as c:
-        r = c.post("/admin/reload", headers=AUTH)
-        assert r.status_code == 403 and "GATEWAY_ADMIN_TOKEN" in r.json()["error"]
+    try:
+        with TestClient(build_app(gw)) as c:
+            r = c.post("/admin/reload", headers=AUTH)
+            assert r.status_code == 403 and "GATEWAY_ADMIN_TOKEN" in r.json()["error"]
+    finally:
+        gw.close()
 
 
 def test_ab_routing_is_sticky_and_weighted(
@@ -282,7 +286,7 @@ def test_batched_shadow_equals_per_request_evaluation(
     gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
     """Shadow jobs of many requests share member runs; every request still gets its own exact answers."""
-    from service.gateway import ShadowJob
+    from service.finish import Finisher, ShadowJob
     from service.records import records_to_feeds
     from service.routing import Router
 
@@ -305,8 +309,7 @@ def test_batched_shadow_equals_per_request_evaluation(
         )
         jobs.append(ShadowJob(served, feeds, others))
     results: list[ShadowResult] = []
-    gateway.recorder = results.append
-    gateway._finish_batch(jobs)
+    Finisher(lambda: gateway.children, lambda: None, lambda: results.append).finish(jobs)
     assert [r.served.request_id for r in results] == [f"b-{i}" for i in range(12)]
     for job, result in zip(jobs, results, strict=True):
         alone = repo.run_members(job.feeds, [m.name for m in repo.manifest.members])
