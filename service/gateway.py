@@ -8,6 +8,7 @@ the same feeds, so every variant is scored on identical traffic.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import threading
 from collections.abc import Mapping
@@ -23,12 +24,14 @@ from service.feedback import FeedbackStore
 from service.finish import Finisher, Recorder, Served, ShadowJob
 from service.ledger import Ledger, connect
 from service.manifest import Routing
+from service.offload import OffloadExecutor, apply_tally
 from service.records import check_request_id, records_to_feeds, rows_json, schema_json
 from service.routing import Router
 from service.runtime import LoadedRepository, load
 from service.settings import Settings
 from service.shadow import ShadowExecutor
 
+log = logging.getLogger(__name__)
 ALIASES = ("champion",)
 # Generated request ids: a random per-process prefix and a counter (uuid4 costs an os.urandom call
 # per request); unique across workers and restarts.
@@ -45,25 +48,37 @@ class Gateway:
         self._repo: LoadedRepository | None = None
         self._router: Router | None = None
         self.recorder = recorder
-        """Extra observer of every fully evaluated request (tests, experiments)."""
+        """Extra observer of every fully evaluated request (tests, experiments); only called when
+        shadow work runs on a thread of this process (``evaluator_process=False``)."""
         self.children = metrics.Children([])
         self._finisher = Finisher(lambda: self.children, lambda: self.ledger, lambda: self.recorder)
-        self.shadow: ShadowExecutor[ShadowJob] = ShadowExecutor(
-            self._finisher.finish,
-            settings.shadow_queue,
-            settings.shadow_timeout_s,
-            on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
-            gather_s=settings.shadow_gather_s,
-            fallback=self._finisher.record_served,
-        )
+        self.offloaded = settings.evaluator_process
+        """Shadow work and ledger writes run in the evaluator process (service/offload.py)."""
+        self.shadow: ShadowExecutor[ShadowJob] | OffloadExecutor
+        if self.offloaded:
+            self.shadow = OffloadExecutor(
+                settings,
+                apply=lambda doc: apply_tally(doc, self.children),
+                on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
+            )
+        else:
+            self.shadow = ShadowExecutor(
+                self._finisher.finish,
+                settings.shadow_queue,
+                settings.shadow_timeout_s,
+                on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
+                gather_s=settings.shadow_gather_s,
+                fallback=self._finisher.record_served,
+            )
         self._ledger: Ledger | None = None
         self._feedback: FeedbackStore | None = None
         self._feedback_lock = threading.Lock()
 
     @property
     def ledger(self) -> Ledger | None:
-        """The prediction ledger, opened on first load (not at import: `bentoml build` imports us)."""
-        if self._ledger is None and self.settings.ledger_enabled:
+        """This process's ledger writer, opened on first load (not at import: `bentoml build` imports
+        us); None when the evaluator process writes the ledger, or the ledger is disabled."""
+        if self._ledger is None and self.settings.ledger_enabled and not self.offloaded:
             with self._lock:
                 if self._ledger is None:
                     s = self.settings
@@ -84,6 +99,9 @@ class Gateway:
         children = metrics.Children(repo.variants, timed)
         repo.timers = children.inference
         _ = self.ledger
+        if isinstance(self.shadow, OffloadExecutor) and not self.shadow.prepare(repo.path):
+            # Serving goes on; the evaluator loads the version with its first jobs (or is restarted).
+            log.error("the evaluator process did not load %s in time", repo.path)
         with self._lock:
             old = self._repo
             self._repo, self._router, self.children = repo, router, children
@@ -245,6 +263,10 @@ class Gateway:
             if m != name:
                 c.predictions[(m, "member")].inc(rows)
         c.served_rows.inc(rows)
+        if self.offloaded:
+            if shadow or self.settings.ledger_enabled:
+                self.shadow.submit(ShadowJob(served, feeds, tuple(shadow)))
+            return served
         if (shadow or self.recorder is not None) and self.shadow.submit(
             ShadowJob(served, feeds, tuple(shadow))
         ):

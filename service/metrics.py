@@ -55,7 +55,7 @@ REJECT_REASONS = (
     "not_ready",
     "internal_error",
 )
-DROP_REASONS = ("shadow_queue_full", "shadow_timeout", "shadow_failed", "ledger_queue_full")
+DROP_REASONS = ("shadow_queue_full", "shadow_timeout", "shadow_failed", "ledger_queue_full", "evaluator_lost")
 
 # ONNX runs of these models take tens of microseconds: the client's default buckets start at 5 ms.
 INFERENCE_BUCKETS = (

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     shadow_gather_s: Annotated[float, Field(ge=0, le=1)] = 0.05
     """How long the shadow worker lets requests queue up before one batch: longer means fewer, larger
     onnxruntime runs (cheaper per request) and later shadow records."""
+    evaluator_process: bool = True
+    """Shadow variants and ledger writes run in an evaluator process beside each worker, with its own
+    interpreter lock (service/offload.py); false runs them on threads of the worker (an in-process
+    recorder needs that, see Gateway.recorder)."""
     providers: list[str] = ["CPUExecutionProvider"]
     """onnxruntime execution providers, in order; an unavailable one is a load error."""
     gc_thresholds: tuple[int, int, int] = (20_000, 50, 100)

@@ -192,3 +192,16 @@ def test_render_and_splice_keep_hand_written_text() -> None:
     twice = render.splice_results(once + "\n## Analysis\n", "new numbers\n")
     assert twice.startswith(doc) and "new numbers" in twice and "full ensemble" not in twice
     assert twice.rstrip().endswith("## Analysis")
+
+
+def test_sidebyside_configurations_parse_and_bad_ones_are_named() -> None:
+    from benchmarks.sidebyside import parse_config
+
+    assert parse_config("process=GATEWAY_SHADOW_FRACTION=1+GATEWAY_LEDGER_ENABLED=false") == (
+        "process",
+        {"GATEWAY_SHADOW_FRACTION": "1", "GATEWAY_LEDGER_ENABLED": "false"},
+    )
+    assert parse_config("defaults=") == ("defaults", {})
+    for bad in ("noequals", "=GATEWAY_X=1", "a=SHADOW=1", "a=GATEWAY_X"):
+        with pytest.raises(ValueError, match="configuration"):
+            parse_config(bad)

@@ -231,12 +231,16 @@ def test_admin_routing_rejects_unknown_names_and_bad_weights(client: Any) -> Non
 
 
 def test_shadow_runs_every_variant_off_the_request_path(
-    gateway: Gateway, feature_records: list[dict[str, Any]]
+    settings: Settings, feature_records: list[dict[str, Any]]
 ) -> None:
     results: list[ShadowResult] = []
-    gateway.recorder = results.append
+    # A recorder watches shadow work done on a thread of this process (what the evaluator process
+    # does is checked through what it records: tests/service/test_offload.py).
+    gateway = Gateway(settings.model_copy(update={"evaluator_process": False}), recorder=results.append)
+    gateway.load()
     _out, served = gateway.predict_json({"records": feature_records[:4]}, None)
     assert gateway.shadow.drain(10)
+    gateway.close()
     assert len(results) == 1
     everything = set(gateway.repo.variants)
     assert set(results[0].variants) == everything

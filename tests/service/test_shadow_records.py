@@ -1,10 +1,12 @@
-"""What the shadow worker records: shadow variants equal offline evaluation in the ledger, its counts
+"""Shadow work on a thread of the worker (``evaluator_process=False``; the evaluator process has the
+same checks in test_offload.py): shadow variants equal offline evaluation in the ledger, its counts
 reach the metrics, and an answered request is recorded even when its shadow work is late, fails, or
 the gateway stops right after answering."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,19 @@ from service.gateway import Gateway
 from service.ledger import decode_outputs
 from service.settings import Settings
 from tests.service.conftest import BuiltRepo, to_records
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"evaluator_process": False})
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    gw = Gateway(settings)
+    gw.load()
+    yield gw
+    gw.close()
 
 
 def sample(name: str, **labels: str) -> float:
