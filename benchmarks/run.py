@@ -394,9 +394,15 @@ def run_notes(
     for name, rows in ledgers.items():
         notes.append(f"ledger of {name}: {rows:,} prediction rows after a graceful stop")
     for key, s in summaries.items():
-        dropped = s.get("gateway_counters", {}).get("dropped")
+        counters = s.get("gateway_counters", {})
+        dropped = counters.get("dropped")
         if dropped:
-            notes.append(f"{key}: the gateway dropped {dropped:.0f} pieces of background work (see /metrics)")
+            reasons = ", ".join(
+                f"{k.split(':', 1)[1]} {v:.0f}"
+                for k, v in sorted(counters.items())
+                if k.startswith("dropped:") and v
+            )
+            notes.append(f"{key}: the gateway dropped {dropped:.0f} pieces of background work ({reasons})")
     if loadgen == "hey":
         notes.append("hey prints times with 4 decimals: its latencies have a 0.1 ms resolution")
     return notes

@@ -281,7 +281,8 @@ def parse_prom_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]
 
 
 def gateway_counters(text: str) -> dict[str, float]:
-    """The gateway counters the report needs: served rows, predictions by role, dropped work."""
+    """The gateway counters the report needs: served rows, predictions by role, dropped work (in all
+    and as ``dropped:<reason>``)."""
     out = {"served_rows": 0.0, "served": 0.0, "shadow": 0.0, "member": 0.0, "dropped": 0.0}
     for (name, labels), value in parse_prom_samples(text).items():
         lab = dict(labels)
@@ -291,6 +292,8 @@ def gateway_counters(text: str) -> dict[str, float]:
             out[lab["role"]] += value
         elif name == "gateway_dropped_work_total":
             out["dropped"] += value
+            key = f"dropped:{lab.get('reason', '?')}"
+            out[key] = out.get(key, 0.0) + value
     return out
 
 

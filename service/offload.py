@@ -5,9 +5,10 @@ from the event loop, in slices of up to 5 ms. Here the request path only appends
 to a deque; a sender thread ships what gathered every ``shadow_gather_s`` as one compact message
 (service/wire.py) over a socket pair to service/evaluator.py, which runs the shadow members, records
 everything in the ledger and sends its counts back to be applied to this worker's metrics. Measured
-side by side against threads (benchmarks/BENCHMARKS.md): full ensemble 2,155 -> 2,280 req/s, p99
-12.4 -> 10.8 ms, max 28.6 -> 23.9 ms; 64-row batches p99 124 -> 53 ms, max 294 -> 90 ms. Pickling
-each request's arrays instead (22 µs a request) had cancelled the gain.
+side by side against threads (benchmarks/BENCHMARKS.md, `benchmarks/sidebyside.py`): single rows even
+or slightly ahead (2,408 -> 2,479 req/s over 8 rounds, max 28 -> 24 ms), 64-row batches p99 98 -> 36 ms
+and max 262 -> 142 ms at equal throughput, ~85 MB more per worker. Pickling each request's arrays
+instead (22 µs a request on the sender) had cost 9% of throughput.
 
 Nothing answered is lost silently: a job the evaluator never confirmed (it died) is counted as
 ``evaluator_lost`` and the evaluator is started again; a full queue drops shadow work first (the

@@ -93,14 +93,29 @@ gateway_dropped_work_total{reason="shadow_timeout"} 1.0
     samples = tools.parse_prom_samples(text)
     assert samples[("gateway_predictions_total", (("model", "knn"), ("role", "shadow")))] == 7.0
     after = tools.gateway_counters(text)
-    assert after == {"served_rows": 10.0, "served": 10.0, "shadow": 10.0, "member": 2.0, "dropped": 1.0}
-    before = {"served_rows": 4.0, "served": 4.0, "shadow": 4.0, "member": 0.0, "dropped": 1.0}
+    assert after == {
+        "served_rows": 10.0,
+        "served": 10.0,
+        "shadow": 10.0,
+        "member": 2.0,
+        "dropped": 1.0,
+        "dropped:shadow_timeout": 1.0,
+    }
+    before = {
+        "served_rows": 4.0,
+        "served": 4.0,
+        "shadow": 4.0,
+        "member": 0.0,
+        "dropped": 1.0,
+        "dropped:shadow_timeout": 1.0,
+    }
     assert tools.counter_delta(before, after) == {
         "served_rows": 6.0,
         "served": 6.0,
         "shadow": 6.0,
         "member": 2.0,
         "dropped": 0.0,
+        "dropped:shadow_timeout": 0.0,
     }
 
 
