@@ -148,7 +148,8 @@ class Finisher:
         if all(s.output.labels is not None for s in served):
             # Disagreement with the served answer, once per variant for the whole batch.
             answer = np.concatenate([s.output.labels for s in served if s.output.labels is not None])
-            own = np.concatenate([np.full(s.rows, s.variant, dtype=object) for s in served])
+            # Fixed-width strings compare in C; an object array compared name by name in Python.
+            own = np.repeat(np.array([s.variant for s in served]), [s.rows for s in served])
             for name, out in batch.items():
                 if out.labels is None:
                     continue

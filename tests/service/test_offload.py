@@ -98,12 +98,20 @@ def test_counts_come_back_to_this_workers_metrics(
         "shadow": sample("gateway_predictions_total", model=shadow_member, role="shadow"),
         "compared": sample("gateway_compared_rows_total", model=shadow_member),
         "runs": sample("gateway_model_inference_seconds_count", model=shadow_member),
+        "disagreed": sample("gateway_disagreement_total", model=shadow_member),
     }
     for i in range(10):
-        assert (
-            client.post("/predict", json={"records": feature_records[i * 3 : i * 3 + 3]}).status_code == 200
-        )
+        body = {"records": feature_records[i * 3 : i * 3 + 3], "request_id": f"cnt-{i}"}
+        assert client.post("/predict", json=body).status_code == 200
     assert offloaded(gateway).barrier()
+    if gateway.ledger is not None:
+        assert gateway.ledger.flush()
+    rows = [
+        doc for (rid, _), doc in ledger_rows(gateway.settings.ledger_path).items() if rid.startswith("cnt-")
+    ]
+    differ = sum(doc[shadow_member][0] != doc[champion][0] for doc in rows)
+    assert len(rows) == 30
+    assert sample("gateway_disagreement_total", model=shadow_member) - before["disagreed"] == differ
     assert sample("gateway_predictions_total", model=shadow_member, role="shadow") - before["shadow"] == 30
     assert sample("gateway_compared_rows_total", model=shadow_member) - before["compared"] == 30
     assert sample("gateway_model_inference_seconds_count", model=shadow_member) > before["runs"]

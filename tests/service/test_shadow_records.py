@@ -82,12 +82,20 @@ def test_shadow_counts_reach_the_metrics(
         "shadow": sample("gateway_predictions_total", model=member, role="shadow"),
         "compared": sample("gateway_compared_rows_total", model=member),
         "runs": sample("gateway_model_inference_seconds_count", model=member),
+        "disagreed": sample("gateway_disagreement_total", model=member),
     }
     for i in range(10):
-        assert (
-            client.post("/predict", json={"records": feature_records[i * 3 : i * 3 + 3]}).status_code == 200
-        )
+        body = {"records": feature_records[i * 3 : i * 3 + 3], "request_id": f"cnt-{i}"}
+        assert client.post("/predict", json=body).status_code == 200
     assert gateway.shadow.barrier()
+    if gateway.ledger is not None:
+        assert gateway.ledger.flush()
+    rows = [
+        doc for (rid, _), doc in ledger_rows(gateway.settings.ledger_path).items() if rid.startswith("cnt-")
+    ]
+    differ = sum(doc[member][0] != doc[champion][0] for doc in rows)
+    assert len(rows) == 30
+    assert sample("gateway_disagreement_total", model=member) - before["disagreed"] == differ
     assert sample("gateway_predictions_total", model=member, role="shadow") - before["shadow"] == 30
     assert sample("gateway_compared_rows_total", model=member) - before["compared"] == 30
     assert sample("gateway_model_inference_seconds_count", model=member) > before["runs"]
