@@ -150,58 +150,100 @@ def kendall(offline: Sequence[float], online: Sequence[float]) -> tuple[float | 
     return float(res.statistic), float(res.pvalue)
 
 
-def _labelled(
-    conn: sqlite3.Connection, model: str, version: int
-) -> dict[str, tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]]:
-    """variant -> (row keys, predicted label, score, [true label index, true value]) for labelled rows."""
-    rows = conn.execute(
-        "SELECT p.request_id || ':' || p.row_index, p.outputs, l.label_index, l.value "
-        "FROM predictions p JOIN labels l ON l.request_id = p.request_id AND l.row_index = p.row_index "
-        "WHERE p.model = ? AND p.version = ?",
-        (model, version),
-    ).fetchall()
-    by_variant: dict[str, list[tuple[Any, ...]]] = {}
-    for key, outputs, true_label, true_value in rows:
-        for variant, (label, score, _role) in decode_outputs(outputs).items():
-            by_variant.setdefault(variant, []).append((key, label, score, true_label, true_value))
-    out = {}
-    for v, items in by_variant.items():
-        keys = np.array([i[0] for i in items], dtype=object)
-        pred = np.array([-1 if i[1] is None else i[1] for i in items], dtype=np.int64)
-        scores = np.array([np.nan if i[2] is None else i[2] for i in items], dtype=np.float64)
-        truth = np.array([-1 if i[3] is None else i[3] for i in items], dtype=np.float64)
-        values = np.array([np.nan if i[4] is None else i[4] for i in items], dtype=np.float64)
-        out[v] = (keys, pred, scores, np.stack([truth, values]))
-    return out
+Outcomes = tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
+"""Per variant: (label row ids, correct (bool) for classification or error = prediction - truth)."""
 
 
-def compare(conn: sqlite3.Connection, repo: Any, champion: str, others: Sequence[str]) -> dict[str, Any]:
-    """The /compare document for the loaded repository version."""
+class LabelledRows:
+    """The labelled rows of one model version, read incrementally.
+
+    Labels are only ever added (a second label for a row is refused, the first kept) and labelled
+    predictions are never deleted by retention, so rows read once stay valid: each call reads and
+    decodes only labels newer than the last one seen (by rowid, in one read snapshot). /compare then
+    costs time in proportion to the labels received since the previous call (measured: 10k labelled
+    rows x 13 models 0.35 s the first time, 0.024 s again, 0.054 s after 1,000 new labels). Only what
+    the statistics use is kept: 9 bytes a model and row for classification, 16 for regression."""
+
+    def __init__(self, model: str, version: int, regression: bool) -> None:
+        self.model, self.version, self.regression = model, version, regression
+        self._reset()
+
+    @classmethod
+    def for_version(cls, current: LabelledRows | None, manifest: Any) -> LabelledRows:
+        """``current`` when it holds this manifest's version, else a new, empty reader."""
+        if current is not None and (current.model, current.version) == (manifest.name, manifest.version):
+            return current
+        return cls(manifest.name, manifest.version, manifest.task == "regression")
+
+    def _reset(self) -> None:
+        self.last_rowid = 0
+        self.rows = 0
+        self._chunks: dict[str, list[Outcomes]] = {}
+
+    def update(self, conn: sqlite3.Connection) -> dict[str, Outcomes]:
+        """Read what is new; variant -> outcomes over every labelled row so far."""
+        conn.execute("BEGIN")
+        try:
+            (top,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM labels").fetchone()
+            if top < self.last_rowid:  # a different (recreated) ledger file: start again
+                self._reset()
+            rows = conn.execute(
+                "SELECT l.rowid, p.outputs, l.label_index, l.value FROM labels l "
+                "JOIN predictions p ON p.request_id = l.request_id AND p.row_index = l.row_index "
+                "WHERE l.rowid > ? AND l.rowid <= ? AND p.model = ? AND p.version = ?",
+                (self.last_rowid, top, self.model, self.version),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        self.last_rowid = top
+        self.rows += len(rows)
+        by_variant: dict[str, tuple[list[int], list[Any]]] = {}
+        for rowid, outputs, true_label, true_value in rows:
+            for variant, (label, score, _role) in decode_outputs(outputs).items():
+                keys, outcomes = by_variant.setdefault(variant, ([], []))
+                keys.append(rowid)
+                if self.regression:
+                    outcomes.append(math.nan if score is None or true_value is None else score - true_value)
+                else:
+                    outcomes.append(label is not None and label == true_label)
+        dtype = np.float64 if self.regression else np.bool_
+        for v, (keys, outcomes) in by_variant.items():
+            self._chunks.setdefault(v, []).append(
+                (np.array(keys, dtype=np.int64), np.array(outcomes, dtype=dtype))
+            )
+        for v, chunks in self._chunks.items():
+            if len(chunks) > 1:
+                self._chunks[v] = [
+                    (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
+                ]
+        return {v: chunks[0] for v, chunks in self._chunks.items()}
+
+
+def compare(
+    conn: sqlite3.Connection,
+    repo: Any,
+    champion: str,
+    others: Sequence[str],
+    labelled: LabelledRows | None = None,
+) -> dict[str, Any]:
+    """The /compare document for the loaded repository version (``labelled``: the rows read by
+    earlier calls, kept by the caller; without it every labelled row is read)."""
     manifest = repo.manifest
     regression = manifest.task == "regression"
     metric = "rmse" if regression else "accuracy"
-    data = _labelled(conn, manifest.name, manifest.version)
+    labelled = LabelledRows.for_version(labelled, manifest)
+    data = labelled.update(conn)
+    labelled_rows = labelled.rows
     (served_rows,) = conn.execute(
         "SELECT COUNT(*) FROM predictions WHERE model = ? AND version = ?",
         (manifest.name, manifest.version),
     ).fetchone()
-    (labelled_rows,) = conn.execute(
-        "SELECT COUNT(*) FROM predictions p JOIN labels l ON l.request_id = p.request_id "
-        "AND l.row_index = p.row_index WHERE p.model = ? AND p.version = ?",
-        (manifest.name, manifest.version),
-    ).fetchone()
-
-    def correct_or_errors(name: str) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        keys, pred, score, truth = data[name]
-        if regression:
-            return keys, score - truth[1]
-        return keys, pred == truth[0].astype(np.int64)
 
     models = []
     for name, card in repo.cards.items():
         offline = card.metrics.get("test", {}).get(metric)
         if name in data:
-            _, vals = correct_or_errors(name)
+            _, vals = data[name]
             online = rmse_interval(vals) if regression else accuracy_interval(int(vals.sum()), len(vals))
         else:
             online = Interval(None, None, None, 0)
@@ -232,9 +274,9 @@ def compare(conn: sqlite3.Connection, repo: Any, champion: str, others: Sequence
         if other == champion or champion not in data or other not in data:
             tests.append(PairedTest(other, 0, None, None, {}, None))
             continue
-        k1, v1 = correct_or_errors(champion)
-        k2, v2 = correct_or_errors(other)
-        common, i1, i2 = np.intersect1d(k1.astype(str), k2.astype(str), return_indices=True)
+        k1, v1 = data[champion]
+        k2, v2 = data[other]
+        common, i1, i2 = np.intersect1d(k1, k2, assume_unique=True, return_indices=True)
         a, b_ = v1[i1], v2[i2]
         n = len(common)
         if regression:

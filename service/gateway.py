@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy.typing as npt
 
+from service import compare as compare_mod
 from service import metrics
-from service.compare import compare
 from service.errors import InvalidField, NotReady, UnknownVariant, describe
 from service.feedback import FeedbackStore
 from service.finish import Finisher, Recorder, Served, ShadowJob
@@ -73,6 +73,8 @@ class Gateway:
         self._ledger: Ledger | None = None
         self._feedback: FeedbackStore | None = None
         self._feedback_lock = threading.Lock()
+        self._compare_lock = threading.Lock()
+        self._labelled: compare_mod.LabelledRows | None = None
 
     @property
     def ledger(self) -> Ledger | None:
@@ -303,7 +305,9 @@ class Gateway:
         conn = connect(self.settings.ledger_path)
         try:
             others = [n for n in repo.variants if n != router.champion]
-            return compare(conn, repo, router.champion, others)
+            with self._compare_lock:  # the labelled rows read so far are shared by every call
+                self._labelled = compare_mod.LabelledRows.for_version(self._labelled, repo.manifest)
+                return compare_mod.compare(conn, repo, router.champion, others, self._labelled)
         finally:
             conn.close()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,3 +130,51 @@ def test_kendall() -> None:
     tau, _ = kendall([1, 2, 3, 4], [4, 3, 2, 1])
     assert tau == pytest.approx(-1.0)
     assert kendall([1, 2], [1, 2]) == (None, None)
+
+
+def test_labelled_rows_outcomes_incremental_and_per_variant(tmp_path: Path) -> None:
+    """Regression errors and classification correctness per variant, read in two steps, a variant
+    missing on some rows (shadow sampled), another model version ignored, a recreated ledger re-read."""
+    import orjson
+
+    from service.compare import LabelledRows
+    from service.ledger import connect
+
+    def fill(path: Path, task_rows: list[tuple[str, int, dict[str, list[Any]]]]) -> Any:
+        conn = connect(path)
+        for rid, version, doc in task_rows:
+            conn.execute(
+                "INSERT INTO predictions VALUES (?,?,?,?,?,?,?)",
+                (rid, 0, "m", version, "a", 0.0, orjson.dumps(doc).decode()),
+            )
+        return conn
+
+    conn = fill(
+        tmp_path / "reg.sqlite",
+        [
+            ("r1", 1, {"a": [None, 2.0, "s"], "b": [None, 3.5, "h"]}),
+            ("r2", 1, {"a": [None, -1.0, "s"]}),
+            ("r3", 2, {"a": [None, 9.0, "s"]}),
+            ("r4", 1, {"a": [None, 0.5, "s"], "b": [None, 0.0, "h"]}),
+        ],
+    )
+    reader = LabelledRows("m", 1, regression=True)
+    conn.execute("INSERT INTO labels VALUES ('r1', 0, NULL, 1.0, 0)")
+    conn.execute("INSERT INTO labels VALUES ('r3', 0, NULL, 1.0, 0)")
+    first = reader.update(conn)
+    assert first["a"][1].tolist() == [1.0] and first["b"][1].tolist() == [2.5]
+    conn.execute("INSERT INTO labels VALUES ('r2', 0, NULL, 0.0, 0)")
+    conn.execute("INSERT INTO labels VALUES ('r4', 0, NULL, 1.0, 0)")
+    data = reader.update(conn)
+    assert reader.rows == 3, "version 2's row is not this version's"
+    assert data["a"][1].tolist() == [1.0, -1.0, -0.5] and data["b"][1].tolist() == [2.5, -1.0]
+    assert set(data["b"][0].tolist()) < set(data["a"][0].tolist()), "b answered only some rows"
+    assert data["a"][1].dtype == np.float64
+
+    conn = fill(tmp_path / "cls.sqlite", [("c1", 1, {"a": [1, 0.9, "s"], "b": [0, 0.2, "h"]})])
+    conn.execute("INSERT INTO labels VALUES ('c1', 0, 1, NULL, 0)")
+    cls = LabelledRows("m", 1, regression=False).update(conn)
+    assert cls["a"][1].tolist() == [True] and cls["b"][1].tolist() == [False]
+    # The same reader pointed at a fresh file (fewer labels than it has seen) starts again.
+    reader.last_rowid = 99
+    assert reader.update(connect(tmp_path / "reg.sqlite"))["a"][1].tolist() == [1.0, -1.0, -0.5]

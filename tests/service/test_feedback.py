@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -154,3 +155,40 @@ def test_compare_on_recorded_traffic(client: Any, gateway: Gateway, built_repo: 
     for t in doc["tests"]:
         assert t["n"] == 120 and t["verdict"]
     assert doc["summary"].startswith("Offline winner:")
+
+
+def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
+    client: Any, gateway: Gateway, built_repo: BuiltRepo
+) -> None:
+    """Each /compare decodes only the labels received since the previous one; the document equals one
+    computed from scratch over every labelled row."""
+    from service import compare as compare_mod
+    from service.ledger import connect
+
+    frame = pd.read_csv(built_repo.csv).head(150)
+    truth = frame["target"].tolist()
+    records = frame.drop(columns=["target", "row_id"]).to_dict(orient="records")
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records]
+    for i in range(0, len(records), 30):
+        predict(client, records[i : i + 30], request_id=f"inc-{i}")
+    labels = [{"request_id": f"inc-{i - i % 30}", "row": i % 30, "label": y} for i, y in enumerate(truth)]
+    assert client.post("/feedback", json={"labels": labels[:50]}).json()["joined"] == 50
+    first = client.get("/compare").json()
+    assert first["labelled_rows"] == 50
+    decoded: list[int] = []
+    real = compare_mod.decode_outputs
+    try:
+        compare_mod.decode_outputs = lambda text: decoded.append(1) or real(text)  # type: ignore[assignment]
+        assert client.post("/feedback", json={"labels": labels[50:]}).json()["joined"] == 100
+        again = client.get("/compare").json()
+        assert len(decoded) == 100, "only the 100 new labelled rows were read"
+    finally:
+        compare_mod.decode_outputs = real  # type: ignore[assignment]
+    conn = connect(gateway.settings.ledger_path)
+    try:
+        others = [n for n in gateway.repo.variants if n != gateway.router.champion]
+        fresh = compare_mod.compare(conn, gateway.repo, gateway.router.champion, others)
+    finally:
+        conn.close()
+    assert again == json.loads(json.dumps(fresh))
+    assert again["labelled_rows"] == 150 and all(m["n"] == 150 for m in again["models"])
