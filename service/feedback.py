@@ -9,6 +9,7 @@ combiner that predicted that row, once.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -94,13 +95,21 @@ def _check_item(item: Any, i: int, manifest: Manifest) -> tuple[str, int, int | 
     return rid, row, parsed[0], parsed[1]
 
 
-class FeedbackStore:
-    """Label joins against the ledger's database (one connection, used from one thread at a time)."""
+RETRY_STEP_S = 0.1
 
-    def __init__(self, path: Path, flush: Callable[[], object]) -> None:
+
+class FeedbackStore:
+    """Label joins against the ledger's database; safe to call from several threads."""
+
+    def __init__(self, path: Path, flush: Callable[[], object], retry_unknown_s: float = 0.0) -> None:
         self._flush = flush
-        """Commits every prediction answered so far (wherever the ledger is written)."""
+        """Commits every prediction answered so far by this worker (wherever the ledger is written)."""
+        self._retry_unknown_s = retry_unknown_s
+        """How long to keep looking (every 0.1 s) for predictions not found: another worker (or
+        replica) may have answered them and not written them yet."""
         self._conn = connect(path)
+        self._lock = threading.Lock()
+        """One connection, used by one thread at a time."""
 
     def submit(self, manifest: Manifest, body: Any) -> FeedbackResult:
         items = parse_items(body)
@@ -116,15 +125,27 @@ class FeedbackStore:
         if valid:
             # Predictions answered before this label but not yet written must be visible to the join.
             self._flush()
-            self._join(valid, result)
+            deadline = time.monotonic() + self._retry_unknown_s
+            missing = valid
+            while True:
+                final = time.monotonic() >= deadline
+                with self._lock:
+                    missing = self._join(missing, result, final=final)
+                if not missing:
+                    break
+                # Without the lock: other labels join meanwhile.
+                time.sleep(min(RETRY_STEP_S, max(deadline - time.monotonic(), 0.0)))
         for outcome, n in result.counts.items():
             metrics.LABELS.labels(outcome).inc(n)
         return result
 
     def _join(
-        self, valid: list[tuple[int, str, int, int | None, float | None]], result: FeedbackResult
-    ) -> None:
+        self, valid: list[tuple[int, str, int, int | None, float | None]], result: FeedbackResult, final: bool
+    ) -> list[tuple[int, str, int, int | None, float | None]]:
+        """Join what can be joined; items with no prediction are counted unknown_id when ``final``,
+        else returned for another try."""
         now = time.time()
+        missing: list[tuple[int, str, int, int | None, float | None]] = []
         scored: list[tuple[list[tuple[str, int | None, float | None]], int | None, float | None, float]] = []
         with transaction(self._conn) as c:
             for i, rid, row, label_index, value in valid:
@@ -132,6 +153,9 @@ class FeedbackStore:
                     "SELECT outputs, created_at FROM predictions WHERE request_id = ? AND row_index = ?",
                     (rid, row),
                 ).fetchone()
+                if found is None and not final:
+                    missing.append((i, rid, row, label_index, value))
+                    continue
                 if found is None:
                     result.counts["unknown_id"] += 1
                     result.errors.append(f"labels[{i}]: no prediction recorded for request {rid!r} row {row}")
@@ -167,6 +191,7 @@ class FeedbackStore:
                     err = float(score if score is not None else math.nan) - value
                     metrics.ABS_ERROR.labels(variant).inc(abs(err))
                     metrics.SQUARED_ERROR.labels(variant).inc(err * err)
+        return missing
 
     def close(self) -> None:
         self._conn.close()

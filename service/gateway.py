@@ -293,8 +293,11 @@ class Gateway:
             if self._feedback is None:
                 # Requests answered before a label may still be queued where their record is made:
                 # the store commits them (this callable) before it joins.
-                self._feedback = FeedbackStore(self.settings.ledger_path, self._flush_records)
-            return self._feedback.submit(repo.manifest, body).as_json()
+                self._feedback = FeedbackStore(
+                    self.settings.ledger_path, self._flush_records, self.settings.feedback_retry_s
+                )
+            store = self._feedback
+        return store.submit(repo.manifest, body).as_json()
 
     def compare(self) -> dict[str, Any]:
         """GET /compare (blocking: call from a worker thread)."""

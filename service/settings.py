@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     """Unlabelled predictions older than this are deleted."""
     ledger_max_unlabelled_rows: Annotated[int, Field(ge=1000)] = 5_000_000
     """Cap on unlabelled prediction rows; the oldest beyond it are deleted."""
+    feedback_retry_s: Annotated[float, Field(ge=0, le=10)] = 1.0
+    """A label whose prediction is not in the ledger yet is looked up again (every 0.1 s) for this
+    long before it is answered unknown_id: with several workers, another worker may have answered it
+    and not written it yet (its gather window plus its flush interval, longer under load). Only
+    unknown ids wait; 0 answers at once."""
     admin_token: SecretStr | None = None
     """Bearer token for /admin/*; without it the admin API answers 403."""
     max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1024

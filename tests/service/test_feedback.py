@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -192,3 +195,40 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
         conn.close()
     assert again == json.loads(json.dumps(fresh))
     assert again["labelled_rows"] == 150 and all(m["n"] == 150 for m in again["models"])
+
+
+def test_a_label_waits_briefly_for_a_prediction_another_process_has_not_written_yet(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Another worker answered the request and writes its record a moment after the label arrives:
+    the store keeps looking (GATEWAY_FEEDBACK_RETRY_S) instead of answering unknown_id."""
+    import orjson
+
+    from service.feedback import FeedbackStore
+    from service.ledger import connect
+
+    path = tmp_path / "shared.sqlite"
+    store = FeedbackStore(path, lambda: True, retry_unknown_s=2.0)
+    manifest = gateway.repo.manifest
+    label = manifest.classes[0]
+
+    def other_worker_writes() -> None:
+        time.sleep(0.3)
+        conn = connect(path)
+        doc = orjson.dumps({gateway.router.champion: [0, 0.9, "s"]}).decode()
+        conn.execute(
+            "INSERT INTO predictions VALUES (?,?,?,?,?,?,?)",
+            ("late-writer", 0, manifest.name, manifest.version, gateway.router.champion, time.time(), doc),
+        )
+        conn.close()
+
+    writer = threading.Thread(target=other_worker_writes)
+    writer.start()
+    start = time.monotonic()
+    counts = store.submit(manifest, {"request_id": "late-writer", "row": 0, "label": label}).as_json()
+    writer.join()
+    assert counts["joined"] == 1 and 0.25 < time.monotonic() - start < 1.5
+    start = time.monotonic()
+    counts = store.submit(manifest, {"request_id": "never-answered", "row": 0, "label": label}).as_json()
+    assert counts["unknown_id"] == 1 and 1.9 < time.monotonic() - start < 3.5, "gives up after the window"
+    store.close()
