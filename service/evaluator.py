@@ -118,8 +118,7 @@ class Evaluator:
         if repo is None:
             s = self.settings
             repo = load(Path(path), s.providers, s.intra_op_threads)
-            timed = [n for n, v in repo.variants.items() if v.kind == "member" or v.meta is not None]
-            repo.timers = {n: self.tally.timer(n) for n in timed}
+            repo.timers = {n: self.tally.timer(n) for n in repo.timed}
             self.repos[path] = repo
             while len(self.repos) > KEEP_REPOSITORIES:
                 del self.repos[next(iter(self.repos))]
@@ -129,32 +128,19 @@ class Evaluator:
         """Finish a batch: shadow work for the fresh requests, records for all of them."""
         now = time.monotonic()
         fresh: list[ShadowJob] = []
-        late: list[Served] = []
-        failed = 0
+        late: list[ShadowJob] = []
         for r in requests:
             try:
                 repo = self.repo(r.path)
             except Exception:  # the version vanished or broke since the worker loaded it
                 log.exception("cannot load %s for %d queued rows", r.path, r.rows)
-                failed += 1
+                self.tally.dropped["shadow_failed"].inc()
                 continue
-            served = Served(r.request_id, r.variant, r.role, r.output, r.members, repo, r.rows)
-            if r.shadow and r.deadline < now:
-                late.append(served)
-            else:
-                fresh.append(ShadowJob(served, r.feeds, r.shadow))
-        if late:
-            # Too old for shadow work, still recorded: what was answered is never lost.
-            self.tally.dropped["shadow_timeout"].inc(len(late))
-            self.finisher.record_many(late)
-        try:
-            self.finisher.finish(fresh)
-        except Exception:  # a failing variant must not lose the answers: record what was served
-            log.exception("shadow batch of %d jobs failed", len(fresh))
-            self.tally.dropped["shadow_failed"].inc(sum(1 for j in fresh if j.shadow))
-            self.finisher.record_served(fresh)
-        if failed:
-            self.tally.dropped["shadow_failed"].inc(failed)
+            job = ShadowJob(
+                Served(r.request_id, r.variant, r.role, r.output, r.members, repo, r.rows), r.feeds, r.shadow
+            )
+            (late if r.shadow and r.deadline < now else fresh).append(job)
+        self.finisher.settle(fresh, late)
         self.tally.jobs += len(requests)
 
     def flush(self) -> None:

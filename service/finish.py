@@ -7,6 +7,7 @@ their rows; results are identical row by row to evaluating each request alone.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy.typing as npt
 
 from service.ledger import Entry, Ledger
 from service.runtime import LoadedRepository, Output
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,21 @@ class Finisher:
         self._sink = sink
         self._ledger = ledger
         self._recorder = recorder
+
+    def settle(self, fresh: list[ShadowJob], late: list[ShadowJob]) -> None:
+        """Everything a batch of answered requests gets: shadow work for the fresh ones; for the late
+        ones (past their deadline), and for all of them when the shadow work fails, only the record
+        of what was answered, with the shadow work counted as dropped."""
+        sink = self._sink()
+        if late:
+            sink.dropped["shadow_timeout"].inc(sum(1 for j in late if j.shadow))
+            self.record_served(late)
+        try:
+            self.finish(fresh)
+        except Exception:  # a failing variant must not lose the answers
+            log.exception("shadow batch of %d jobs failed", len(fresh))
+            sink.dropped["shadow_failed"].inc(sum(1 for j in fresh if j.shadow))
+            self.record_served(fresh)
 
     def finish(self, jobs: list[ShadowJob]) -> None:
         """Shadow work and records for many requests at once."""

@@ -63,12 +63,11 @@ class Gateway:
             )
         else:
             self.shadow = ShadowExecutor(
-                self._finisher.finish,
+                self._finisher.settle,
                 settings.shadow_queue,
                 settings.shadow_timeout_s,
-                on_drop=lambda r, n: metrics.DROPPED.labels(r).inc(n),
+                on_full=lambda: self.children.dropped["shadow_queue_full"].inc(),
                 gather_s=settings.shadow_gather_s,
-                fallback=self._finisher.record_served,
             )
         self._ledger: Ledger | None = None
         self._feedback: FeedbackStore | None = None
@@ -97,8 +96,7 @@ class Gateway:
         """Load and verify a repository, then swap it in (with its manifest routing) in one step."""
         repo = load(path or self.settings.repository, self.settings.providers, self.settings.intra_op_threads)
         router = Router.from_routing(repo.manifest.routing, repo.variants, self.settings.shadow_fraction)
-        timed = [n for n, v in repo.variants.items() if v.kind == "member" or v.meta is not None]
-        children = metrics.Children(repo.variants, timed)
+        children = metrics.Children(repo.variants, repo.timed)
         repo.timers = children.inference
         _ = self.ledger
         if isinstance(self.shadow, OffloadExecutor) and not self.shadow.prepare(repo.path):

@@ -222,7 +222,8 @@ first, so a scrape never misses an update made before it in the same worker."""
 _PENDING: deque[tuple[Any, float, bool]] = deque()
 _FLUSH_LOCK = threading.Lock()
 _flusher: threading.Thread | None = None
-_STOP = threading.Event()
+_NEVER = threading.Event()
+"""Never set: the flusher waits on it (an event wait, which profilers count as idle)."""
 
 
 class Queued:
@@ -284,8 +285,7 @@ def flush() -> int:
 
 
 def _flush_forever() -> None:
-    # An event wait, not time.sleep: profilers (py-spy) then see this thread as idle between flushes.
-    while not _STOP.wait(FLUSH_INTERVAL_S):
+    while not _NEVER.wait(FLUSH_INTERVAL_S):
         try:
             flush()
         except Exception:  # pragma: no cover - a metric bug must not stop the flusher

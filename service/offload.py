@@ -37,7 +37,6 @@ from service import metrics
 from service.evaluator import receive, send
 from service.finish import ShadowJob
 from service.settings import Settings
-from service.shadow import ShadowStats
 from service.wire import encode
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,6 @@ class OffloadExecutor:
         self._tokens = itertools.count(1)
         self._waiters: dict[int, _Control] = {}
         self._stopping = False
-        self.stats = ShadowStats()
 
     # --- the request path ------------------------------------------------------------------------
     def submit(self, job: ShadowJob) -> bool:
@@ -127,7 +125,6 @@ class OffloadExecutor:
             self._on_drop("ledger_queue_full", 1)
             return False
         if job.shadow and waiting >= self.settings.shadow_queue:
-            self.stats.dropped_full += 1
             self._on_drop("shadow_queue_full", 1)
             job = ShadowJob(job.served, {}, ())
         self._pending.append((time.monotonic() + self.settings.shadow_timeout_s, job))
@@ -292,8 +289,6 @@ class OffloadExecutor:
             if kind == "tally":
                 doc = message[1]
                 child.acked += doc["jobs"]
-                self.stats.done += doc["jobs"]
-                self.stats.batches += 1
                 try:
                     self._apply(doc)
                 except Exception:  # a metric bug must not stop the reader
@@ -336,7 +331,6 @@ class OffloadExecutor:
 
     def _count_lost(self, n: int) -> None:
         if n > 0:
-            self.stats.failed += n
             self._on_drop("evaluator_lost", n)
 
     @property

@@ -65,6 +65,12 @@ class LoadedRepository:
     def task(self) -> str:
         return self.manifest.task
 
+    @property
+    def timed(self) -> list[str]:
+        """Variants that run an ONNX graph of their own (members, stacking meta-models): the ones with
+        an inference latency."""
+        return [n for n, v in self.variants.items() if v.kind == "member" or v.meta is not None]
+
     def run_members(self, feeds: Mapping[str, npt.NDArray[Any]], names: Iterable[str]) -> dict[str, Output]:
         """Run each named member once."""
         return {name: self._run_member(name, feeds) for name in names}

@@ -3,9 +3,9 @@
 The worker takes every job waiting (up to ``max_batch``) and hands them to the handler together:
 an onnxruntime run costs about the same for 1 row as for 64, so batching the shadow members of many
 requests makes scoring every candidate nearly free under load. onnxruntime releases the GIL while it
-runs, so this thread does not hold up the event loop. A full queue or a job older than its timeout is
-dropped and counted, never waited for; jobs too old for the handler, or in a batch it failed on, go to
-``fallback`` (the gateway still records what was answered).
+runs, so this thread does not hold up the event loop. A full queue is counted and never waited for;
+jobs older than their timeout reach the handler apart from fresh ones (``handler(fresh, late)``), which
+decides what they still get (the gateway records their answers: service.finish.Finisher.settle).
 """
 
 from __future__ import annotations
@@ -15,22 +15,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class ShadowStats:
-    """Counters of what the shadow worker did."""
-
-    done: int = 0
-    batches: int = 0
-    dropped_full: int = 0
-    dropped_timeout: int = 0
-    failed: int = 0
 
 
 class ShadowExecutor(Generic[T]):
@@ -38,22 +26,19 @@ class ShadowExecutor(Generic[T]):
 
     def __init__(
         self,
-        handler: Callable[[list[T]], None],
+        handler: Callable[[list[T], list[T]], None],
         maxsize: int,
         timeout_s: float,
-        on_drop: Callable[[str, int], None] | None = None,
+        on_full: Callable[[], None] = lambda: None,
         max_batch: int = 256,
         gather_s: float = 0.05,
-        fallback: Callable[[list[T]], None] | None = None,
     ) -> None:
         self._gather_s = gather_s
-        self._fallback = fallback or (lambda _jobs: None)
         self._handler = handler
-        self._on_drop = on_drop or (lambda _reason, _n: None)
+        self._on_full = on_full
         self._queue: queue.Queue[tuple[float, T | threading.Event] | None] = queue.Queue(maxsize=maxsize)
         self._timeout = timeout_s
         self._max_batch = max_batch
-        self.stats = ShadowStats()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -72,8 +57,7 @@ class ShadowExecutor(Generic[T]):
             self._queue.put_nowait((time.monotonic() + self._timeout, job))
             return True
         except queue.Full:
-            self.stats.dropped_full += 1
-            self._on_drop("shadow_queue_full", 1)
+            self._on_full()
             return False
 
     def _take(self) -> tuple[list[T], list[T], list[threading.Event], int, bool]:
@@ -103,21 +87,16 @@ class ShadowExecutor(Generic[T]):
                 jobs.append(item)
             else:
                 expired.append(item)
-        if expired:
-            self.stats.dropped_timeout += len(expired)
-            self._on_drop("shadow_timeout", len(expired))
         return jobs, expired, barriers, len(items), stop
 
     def _work(self) -> None:
         while True:
             jobs, expired, barriers, taken, stop = self._take()
             try:
-                if expired:
-                    self._fallback(expired)
-                if jobs:
-                    self._run(jobs)
-            except Exception:  # the fallback failing too: nothing more to try, keep the worker alive
-                log.exception("shadow fallback for %d jobs failed", len(expired) + len(jobs))
+                if jobs or expired:
+                    self._handler(jobs, expired)
+            except Exception:  # a failing handler must never take the worker down
+                log.exception("shadow batch of %d jobs failed", len(expired) + len(jobs))
             finally:
                 for barrier in barriers:
                     barrier.set()
@@ -125,17 +104,6 @@ class ShadowExecutor(Generic[T]):
                     self._queue.task_done()
             if stop:
                 return
-
-    def _run(self, jobs: list[T]) -> None:
-        try:
-            self._handler(jobs)
-            self.stats.done += len(jobs)
-            self.stats.batches += 1
-        except Exception:  # a failing shadow variant must never take the worker down
-            self.stats.failed += len(jobs)
-            self._on_drop("shadow_failed", len(jobs))
-            log.exception("shadow batch of %d jobs failed", len(jobs))
-            self._fallback(jobs)
 
     def barrier(self, timeout_s: float = 10.0) -> bool:
         """Wait until every job queued before this call has been handled (even under constant load,

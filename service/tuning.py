@@ -22,12 +22,10 @@ from service.hot import is_hot
 
 log = logging.getLogger(__name__)
 
-GC_THRESHOLDS = (20_000, 50, 100)
-"""Young-generation collections every 20k allocations instead of 700: request garbage is short-lived."""
 
-
-def freeze_heap(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
-    """Collect once, move everything alive now to the permanent generation, and set thresholds."""
+def freeze_heap(thresholds: tuple[int, int, int]) -> None:
+    """Collect once, move everything alive now to the permanent generation, and set thresholds
+    (GATEWAY_GC_THRESHOLDS)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*thresholds)

@@ -3,6 +3,7 @@ built once per session), an in-process gateway, and a real `bentoml serve` proce
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service import metrics
 from service.gateway import Gateway
+from service.ledger import decode_outputs
 from service.procs import Managed, free_port
 from service.settings import Settings
 
@@ -80,6 +83,44 @@ def built_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
         )
     )
     return BuiltRepo(root=base / "models", version=result.path, csv=csv)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The builders' test split of the fixture table: the rows every card's test metrics come from."""
+
+    records: list[dict[str, Any]]
+    classes: np.ndarray
+    """True class index of each record."""
+
+
+@pytest.fixture(scope="session")
+def held_out(built_repo: BuiltRepo) -> HeldOut:
+    from builders import data as data_mod
+    from builders.build import split_table
+
+    frame = pd.read_csv(built_repo.csv)
+    table = data_mod.prepare(frame, "target", "auto", "churn", str(built_repo.csv), "0" * 64)
+    _, _, x_test, _, _, y_test = split_table(table, seed=0)
+    records = to_records(x_test.rename(columns={c.tensor: c.name for c in table.columns}))
+    return HeldOut(records, np.asarray(y_test))
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's value in this process (hot-path updates are queued: flush them first, as /metrics
+    does)."""
+    metrics.flush()
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def ledger_rows(path: Path) -> dict[tuple[str, int], dict[str, tuple[int | None, float, str]]]:
+    """(request id, row) -> variant -> (class index, score, role), as recorded."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT request_id, row_index, outputs FROM predictions").fetchall()
+    finally:
+        conn.close()
+    return {(rid, i): decode_outputs(doc) for rid, i, doc in rows}
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,7 @@ import pytest
 
 from service import metrics
 from service.gateway import Gateway
-from tests.service.conftest import BuiltRepo
-
-
-def sample(name: str, **labels: str) -> float:
-    metrics.flush()  # hot-path updates are queued (metrics.Queued); /metrics flushes the same way
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+from tests.service.conftest import BuiltRepo, sample
 
 
 def predict(client: Any, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -8,13 +8,12 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from service.finish import ShadowResult
 from service.gateway import Gateway
 from service.settings import Settings
-from tests.service.conftest import ADMIN_TOKEN, BuiltRepo, to_records
+from tests.service.conftest import ADMIN_TOKEN, BuiltRepo, HeldOut
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -56,18 +55,9 @@ def test_every_variant_can_be_forced_and_members_returned(
         assert set(body["members"]) == {m.name for m in gateway.repo.manifest.members}
 
 
-def test_online_combiners_equal_offline_evaluation(
-    client: Any, gateway: Gateway, built_repo: BuiltRepo
-) -> None:
+def test_online_combiners_equal_offline_evaluation(client: Any, gateway: Gateway, held_out: HeldOut) -> None:
     """Every variant served online scores exactly the test metrics the builders wrote in its card."""
-    from builders import data as data_mod
-    from builders.build import split_table
-
-    frame = pd.read_csv(built_repo.csv)
-    table = data_mod.prepare(frame, "target", "auto", "churn", str(built_repo.csv), "0" * 64)
-    _, _, x_test, _, _, y_test = split_table(table, seed=0)
-    by_tensor = {c.tensor: c.name for c in table.columns}
-    records = to_records(x_test.rename(columns=by_tensor))
+    records, y_test = held_out.records, held_out.classes
     classes = gateway.repo.manifest.classes
     for name, card in gateway.repo.cards.items():
         answers: list[dict[str, Any]] = []

@@ -1,41 +1,24 @@
-"""The evaluator process (the default): what it records equals offline evaluation, its counts reach
-this worker's metrics, and no answered request is lost silently when it crashes, lags or stops."""
+"""The evaluator process's own failures and limits: a crash is counted and it is restarted, a stop
+ends it, a full queue sheds shadow work first, and a worker killed -9 leaves it to flush and exit.
+(What it records, on threads and in the process alike: test_shadow_records.py.)"""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from service import metrics
 from service.gateway import Gateway
-from service.ledger import decode_outputs
 from service.offload import OffloadExecutor
 from service.settings import Settings
-from tests.service.conftest import ROOT, BuiltRepo, to_records
-
-
-def sample(name: str, **labels: str) -> float:
-    metrics.flush()
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def ledger_rows(path: Path) -> dict[tuple[str, int], dict[str, tuple[int | None, float, str]]]:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute("SELECT request_id, row_index, outputs FROM predictions").fetchall()
-    finally:
-        conn.close()
-    return {(rid, i): decode_outputs(doc) for rid, i, doc in rows}
+from tests.service.conftest import ROOT, BuiltRepo, ledger_rows, sample
 
 
 def offloaded(gateway: Gateway) -> OffloadExecutor:
@@ -61,62 +44,6 @@ def wait_until(check: Any, timeout_s: float = 10.0) -> bool:
     return bool(check())
 
 
-def test_shadow_records_equal_offline_evaluation(
-    client: Any, gateway: Gateway, built_repo: BuiltRepo
-) -> None:
-    """Every variant the evaluator process scored in shadow has exactly its card's test accuracy."""
-    from builders import data as data_mod
-    from builders.build import split_table
-
-    frame = pd.read_csv(built_repo.csv)
-    table = data_mod.prepare(frame, "target", "auto", "churn", str(built_repo.csv), "0" * 64)
-    _, _, x_test, _, _, y_test = split_table(table, seed=0)
-    records = to_records(x_test.rename(columns={c.tensor: c.name for c in table.columns}))
-    for start in range(0, len(records), 7):  # many small requests: they share batched member runs
-        r = client.post(
-            "/predict", json={"records": records[start : start + 7], "request_id": f"off-{start}"}
-        )
-        assert r.status_code == 200, r.text
-    assert offloaded(gateway).barrier()
-    rows = ledger_rows(gateway.settings.ledger_path)
-    assert len(rows) == len(records)
-    for name, card in gateway.repo.cards.items():
-        labels = np.array([rows[(f"off-{i - i % 7}", i % 7)][name][0] for i in range(len(records))])
-        assert float(np.mean(labels == y_test)) == pytest.approx(
-            card.metrics["test"]["accuracy"], abs=1e-6
-        ), name
-    roles = {role for doc in rows.values() for _, _, role in doc.values()}
-    assert roles == {"served", "shadow"}
-
-
-def test_counts_come_back_to_this_workers_metrics(
-    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
-) -> None:
-    champion = gateway.router.champion
-    shadow_member = next(m.name for m in gateway.repo.manifest.members if m.name != champion)
-    before = {
-        "shadow": sample("gateway_predictions_total", model=shadow_member, role="shadow"),
-        "compared": sample("gateway_compared_rows_total", model=shadow_member),
-        "runs": sample("gateway_model_inference_seconds_count", model=shadow_member),
-        "disagreed": sample("gateway_disagreement_total", model=shadow_member),
-    }
-    for i in range(10):
-        body = {"records": feature_records[i * 3 : i * 3 + 3], "request_id": f"cnt-{i}"}
-        assert client.post("/predict", json=body).status_code == 200
-    assert offloaded(gateway).barrier()
-    if gateway.ledger is not None:
-        assert gateway.ledger.flush()
-    rows = [
-        doc for (rid, _), doc in ledger_rows(gateway.settings.ledger_path).items() if rid.startswith("cnt-")
-    ]
-    differ = sum(doc[shadow_member][0] != doc[champion][0] for doc in rows)
-    assert len(rows) == 30
-    assert sample("gateway_disagreement_total", model=shadow_member) - before["disagreed"] == differ
-    assert sample("gateway_predictions_total", model=shadow_member, role="shadow") - before["shadow"] == 30
-    assert sample("gateway_compared_rows_total", model=shadow_member) - before["compared"] == 30
-    assert sample("gateway_model_inference_seconds_count", model=shadow_member) > before["runs"]
-
-
 def test_a_crashed_evaluator_is_counted_and_restarted(
     client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
@@ -137,7 +64,6 @@ def test_a_crashed_evaluator_is_counted_and_restarted(
         assert child is not None and wait_until(lambda: child.sent >= 5)
     finally:
         os.kill(old, signal.SIGKILL)
-    assert wait_until(lambda: executor.pid != old) or executor.pid is None
     assert wait_until(
         lambda: sample("gateway_dropped_work_total", reason="evaluator_lost") - lost_before == 5
     )
@@ -157,59 +83,37 @@ def test_a_crashed_evaluator_is_counted_and_restarted(
     assert fb["joined"] == 1
 
 
-def test_stopping_records_everything_answered(
-    settings: Settings, feature_records: list[dict[str, Any]]
-) -> None:
+def test_stopping_ends_the_evaluator(settings: Settings) -> None:
     gateway = Gateway(settings)
     gateway.load()
     pid = offloaded(gateway).pid
-    for i in range(200):
-        gateway.predict_json(
-            {"records": feature_records[i % 50 : i % 50 + 1], "request_id": f"stop-{i}"}, None
-        )
-    gateway.close()  # no barrier first: the stop itself must ship and record what is queued
-    assert pid is not None and not alive(pid)
-    assert len(ledger_rows(settings.ledger_path)) == 200
+    assert pid is not None and alive(pid)
+    gateway.close()
+    assert not alive(pid)
 
 
-def test_late_shadow_work_is_dropped_but_the_answer_recorded(
-    settings: Settings, feature_records: list[dict[str, Any]]
-) -> None:
-    gateway = Gateway(settings.model_copy(update={"shadow_timeout_s": 1e-6}))
+@pytest.fixture
+def narrow_gateway(settings: Settings) -> Iterator[Gateway]:
+    """Room for one request with shadow work per shipment, shipped once a second."""
+    gateway = Gateway(settings.model_copy(update={"shadow_queue": 1, "shadow_gather_s": 1.0}))
     gateway.load()
-    try:
-        before = sample("gateway_dropped_work_total", reason="shadow_timeout")
-        for i in range(6):
-            gateway.predict_json({"records": feature_records[:1], "request_id": f"late-{i}"}, None)
-        assert offloaded(gateway).barrier()
-        assert sample("gateway_dropped_work_total", reason="shadow_timeout") - before == 6
-        rows = ledger_rows(settings.ledger_path)
-        assert len(rows) == 6
-        served_members = set(gateway.repo.members_for([gateway.router.champion]))
-        for doc in rows.values():
-            assert {n for n, (_, _, role) in doc.items() if role != "served"} <= served_members
-    finally:
-        gateway.close()
+    yield gateway
+    gateway.close()
 
 
 def test_a_full_queue_sheds_shadow_work_first(
-    settings: Settings, feature_records: list[dict[str, Any]]
+    narrow_gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
-    gateway = Gateway(settings.model_copy(update={"shadow_queue": 1, "shadow_gather_s": 1.0}))
-    gateway.load()
-    try:
-        before = sample("gateway_dropped_work_total", reason="shadow_queue_full")
-        for i in range(20):
-            gateway.predict_json({"records": feature_records[:1], "request_id": f"full-{i}"}, None)
-        assert offloaded(gateway).barrier()
-        shed = sample("gateway_dropped_work_total", reason="shadow_queue_full") - before
-        assert shed >= 17  # the sender wakes once a second: at most a couple of wake-ups in between
-        rows = ledger_rows(settings.ledger_path)
-        assert len(rows) == 20, "every answer is recorded, with or without its shadow work"
-        with_shadow = sum(any(role == "shadow" for _, _, role in doc.values()) for doc in rows.values())
-        assert with_shadow == 20 - shed
-    finally:
-        gateway.close()
+    before = sample("gateway_dropped_work_total", reason="shadow_queue_full")
+    for i in range(20):
+        narrow_gateway.predict_json({"records": feature_records[:1], "request_id": f"full-{i}"}, None)
+    assert offloaded(narrow_gateway).barrier()
+    shed = sample("gateway_dropped_work_total", reason="shadow_queue_full") - before
+    assert shed >= 17  # the sender wakes once a second: at most a couple of wake-ups in between
+    rows = ledger_rows(narrow_gateway.settings.ledger_path)
+    assert len(rows) == 20, "every answer is recorded, with or without its shadow work"
+    with_shadow = sum(any(role == "shadow" for _, _, role in doc.values()) for doc in rows.values())
+    assert with_shadow == 20 - shed
 
 
 WORKER = """

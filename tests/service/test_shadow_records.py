@@ -1,74 +1,60 @@
-"""Shadow work on a thread of the worker (``evaluator_process=False``; the evaluator process has the
-same checks in test_offload.py): shadow variants equal offline evaluation in the ledger, its counts
-reach the metrics, and an answered request is recorded even when its shadow work is late, fails, or
-the gateway stops right after answering."""
+"""What shadow work records, on threads of the worker and in the evaluator process alike: shadow
+variants equal offline evaluation in the ledger, their counts reach this worker's metrics, and an
+answered request is recorded even when its shadow work is late, fails, or the gateway stops right
+after answering. (The evaluator process's own failures: test_offload.py.)"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from service import metrics
 from service.gateway import Gateway
-from service.ledger import decode_outputs
 from service.settings import Settings
-from tests.service.conftest import BuiltRepo, to_records
+from tests.service.conftest import HeldOut, ledger_rows, sample
+
+
+@pytest.fixture(params=[False, True], ids=["threads", "process"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    return settings.model_copy(update={"evaluator_process": request.param})
+
+
+def committed(gateway: Gateway) -> None:
+    """Everything answered so far is in the ledger."""
+    assert gateway.shadow.barrier()
+    if gateway.ledger is not None:  # on threads, the ledger writer is this process's own
+        assert gateway.ledger.flush()
+
+
+def only_served(gateway: Gateway, rows: dict[tuple[str, int], dict[str, Any]]) -> bool:
+    """No shadow output recorded: the served answer and the members that produced it."""
+    members = set(gateway.repo.members_for([gateway.router.champion])) | {gateway.router.champion}
+    return all(set(doc) <= members for doc in rows.values())
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"evaluator_process": False})
+def late_gateway(settings: Settings) -> Iterator[Gateway]:
+    """Every request's shadow work is past its deadline by the time it is taken."""
+    gateway = Gateway(settings.model_copy(update={"shadow_timeout_s": 1e-6}))
+    gateway.load()
+    yield gateway
+    gateway.close()
 
 
-@pytest.fixture
-def gateway(settings: Settings) -> Iterator[Gateway]:
-    gw = Gateway(settings)
-    gw.load()
-    yield gw
-    gw.close()
-
-
-def sample(name: str, **labels: str) -> float:
-    metrics.flush()
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def ledger_rows(path: Path) -> dict[tuple[str, int], dict[str, tuple[int | None, float, str]]]:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute("SELECT request_id, row_index, outputs FROM predictions").fetchall()
-    finally:
-        conn.close()
-    return {(rid, i): decode_outputs(doc) for rid, i, doc in rows}
-
-
-def test_shadow_records_equal_offline_evaluation(
-    client: Any, gateway: Gateway, built_repo: BuiltRepo
-) -> None:
+def test_shadow_records_equal_offline_evaluation(client: Any, gateway: Gateway, held_out: HeldOut) -> None:
     """Every variant scored in shadow is recorded with exactly its card's test accuracy."""
-    from builders import data as data_mod
-    from builders.build import split_table
-
-    frame = pd.read_csv(built_repo.csv)
-    table = data_mod.prepare(frame, "target", "auto", "churn", str(built_repo.csv), "0" * 64)
-    _, _, x_test, _, _, y_test = split_table(table, seed=0)
-    records = to_records(x_test.rename(columns={c.tensor: c.name for c in table.columns}))
+    records = held_out.records
     for start in range(0, len(records), 7):  # many small requests: they share batched member runs
         r = client.post("/predict", json={"records": records[start : start + 7], "request_id": f"sh-{start}"})
         assert r.status_code == 200, r.text
-    assert gateway.shadow.barrier()
-    assert gateway.ledger is not None and gateway.ledger.flush()
+    committed(gateway)
     rows = ledger_rows(gateway.settings.ledger_path)
     assert len(rows) == len(records)
     for name, card in gateway.repo.cards.items():
         labels = np.array([rows[(f"sh-{i - i % 7}", i % 7)][name][0] for i in range(len(records))])
-        accuracy = float(np.mean(labels == y_test))
+        accuracy = float(np.mean(labels == held_out.classes))
         assert accuracy == pytest.approx(card.metrics["test"]["accuracy"], abs=1e-6), name
     assert {role for doc in rows.values() for _, _, role in doc.values()} == {"served", "shadow"}
 
@@ -87,9 +73,7 @@ def test_shadow_counts_reach_the_metrics(
     for i in range(10):
         body = {"records": feature_records[i * 3 : i * 3 + 3], "request_id": f"cnt-{i}"}
         assert client.post("/predict", json=body).status_code == 200
-    assert gateway.shadow.barrier()
-    if gateway.ledger is not None:
-        assert gateway.ledger.flush()
+    committed(gateway)
     rows = [
         doc for (rid, _), doc in ledger_rows(gateway.settings.ledger_path).items() if rid.startswith("cnt-")
     ]
@@ -101,37 +85,26 @@ def test_shadow_counts_reach_the_metrics(
     assert sample("gateway_model_inference_seconds_count", model=member) > before["runs"]
 
 
-def only_served(gateway: Gateway, rows: dict[tuple[str, int], dict[str, Any]]) -> bool:
-    """No shadow output recorded: the served answer and the members that produced it."""
-    members = set(gateway.repo.members_for([gateway.router.champion])) | {gateway.router.champion}
-    return all({n for n in doc} <= members for doc in rows.values())
-
-
 def test_late_shadow_work_is_dropped_but_the_answer_recorded(
-    settings: Settings, feature_records: list[dict[str, Any]]
+    late_gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
-    gateway = Gateway(settings.model_copy(update={"shadow_timeout_s": 1e-6}))
-    gateway.load()
-    try:
-        before = sample("gateway_dropped_work_total", reason="shadow_timeout")
-        for i in range(6):
-            gateway.predict_json({"records": feature_records[:1], "request_id": f"late-{i}"}, None)
-        assert gateway.shadow.barrier()
-        assert gateway.ledger is not None and gateway.ledger.flush()
-        assert sample("gateway_dropped_work_total", reason="shadow_timeout") - before == 6
-        rows = ledger_rows(settings.ledger_path)
-        assert len(rows) == 6 and only_served(gateway, rows)
-    finally:
-        gateway.close()
+    before = sample("gateway_dropped_work_total", reason="shadow_timeout")
+    for i in range(6):
+        late_gateway.predict_json({"records": feature_records[:1], "request_id": f"late-{i}"}, None)
+    committed(late_gateway)
+    assert sample("gateway_dropped_work_total", reason="shadow_timeout") - before == 6
+    rows = ledger_rows(late_gateway.settings.ledger_path)
+    assert len(rows) == 6 and only_served(late_gateway, rows)
 
 
+@pytest.mark.parametrize("settings", [False], ids=["threads"], indirect=True)
 def test_a_failing_shadow_batch_still_records_the_answers(
     gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
+    """(On threads: a session of this process can be broken from here.)"""
     champion = gateway.router.champion
-    broken = next(
-        m.name for m in gateway.repo.manifest.members if m.name not in gateway.repo.members_for([champion])
-    )
+    needed = gateway.repo.members_for([champion])
+    broken = next(m.name for m in gateway.repo.manifest.members if m.name not in needed)
 
     class Broken:
         def run(self, *_args: Any) -> Any:
@@ -142,13 +115,11 @@ def test_a_failing_shadow_batch_still_records_the_answers(
     for i in range(4):
         out, _ = gateway.predict_json({"records": feature_records[:2], "request_id": f"broken-{i}"}, None)
         assert len(out["predictions"]) == 2, "answers do not depend on shadow members"
-    assert gateway.shadow.barrier()
-    assert gateway.ledger is not None and gateway.ledger.flush()
+    committed(gateway)
     assert sample("gateway_dropped_work_total", reason="shadow_failed") - before == 4
     rows = ledger_rows(gateway.settings.ledger_path)
-    assert {k for k in rows if k[0].startswith("broken-")} == {
-        (f"broken-{i}", r) for i in range(4) for r in range(2)
-    }
+    expected = {(f"broken-{i}", r) for i in range(4) for r in range(2)}
+    assert {k for k in rows if k[0].startswith("broken-")} == expected
     assert only_served(gateway, rows)
 
 
