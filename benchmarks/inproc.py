@@ -61,8 +61,8 @@ def main() -> None:
     from builders.build import split_table
     from builders.families import families_for
     from builders.preprocess import make_pipeline
-    from service.feeds import make_feeds
-    from service.registry import load_card, verify
+    from contract.feeds import make_feeds
+    from contract.verify import load_card, verify
 
     manifest = verify(args.repository)
     source = manifest.dataset.source if hasattr(manifest, "dataset") else ""

@@ -56,7 +56,7 @@ class Repo:
 
 def prepare_repository(args: argparse.Namespace) -> Repo:
     """The newest version under --repository (built when missing or with --rebuild)."""
-    from service.registry import RepositoryError, load_card, resolve_version, verify
+    from contract.verify import RepositoryError, load_card, resolve_version, verify
 
     root: Path = args.repository
     if args.rebuild and root.resolve() == (WORK / "models").resolve() and root.exists():
@@ -97,9 +97,9 @@ def prepare_repository(args: argparse.Namespace) -> Repo:
 
 
 def start_gateway(name: str, repo: Repo, workers: int, env_extra: dict[str, str]) -> Server:
-    """`bentoml serve` of the gateway as the project starts it (service.serve), ledger on, admin token
+    """`bentoml serve` of the gateway as the project starts it (cli.serve), ledger on, admin token
     set, a fresh SQLite ledger of its own."""
-    from service.serve import server_command, server_env
+    from cli.serve import server_command, server_env
 
     port = free_port()
     ledger = WORK / "ledgers" / f"{name}.sqlite"
@@ -162,7 +162,7 @@ def oip_body(repo: Repo, records: list[dict[str, Any]], sklearn: bool) -> bytes:
     """Open Inference Protocol v2 with the inputs each peer's model takes: one FP32 input per column
     for the scikit-learn pipeline (a one-row DataFrame), the ONNX graph's one [1, k] "numeric" input
     for onnxruntime (the benchmark table has numeric columns only)."""
-    from service.manifest import NUMERIC_INPUT
+    from contract.manifest import NUMERIC_INPUT
 
     rec = records[0]
     columns = repo.manifest.inputs

@@ -1,7 +1,7 @@
 """The build: split, search every family on an equal budget, export, verify, evaluate, ensemble, write.
 
 Every number on the leaderboard is computed from the ONNX outputs the service will serve, through
-the same feed builder (service.feeds) and the same combiners (service.combiners).
+the same feed builder (contract.feeds) and the same combiners (contract.combine).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from builders.families import Family, all_family_names, families_for
 from builders.preprocess import make_pipeline
 from builders.repository import check_root, publish, staging
 from builders.search import cv_splitter, learning_points, search
-from service import combiners
-from service.feeds import make_feeds
-from service.manifest import (
+from contract import combine as combiners
+from contract.feeds import make_feeds
+from contract.manifest import (
     CARD_FILE,
     ColumnSpec,
     EnsembleSpec,
@@ -375,7 +375,7 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
             )
 
         path = publish(tmp, make_manifest)
-    from service.registry import load_manifest
+    from contract.verify import load_manifest
 
     manifest = load_manifest(path)
     return BuildResult(

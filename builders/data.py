@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from builders.errors import BuildError
-from service.manifest import NUMERIC_INPUT, ColumnSpec, DatasetFingerprint, DroppedColumn, Task
+from contract.manifest import NUMERIC_INPUT, ColumnSpec, DatasetFingerprint, DroppedColumn, Task
 
 BUNDLED_DATASETS = ("breast_cancer", "wine", "digits", "iris", "diabetes")
 MAX_CATEGORIES = 100

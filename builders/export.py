@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-from service.manifest import NUMERIC_INPUT, ColumnSpec, ParityRecord
+from contract.manifest import NUMERIC_INPUT, ColumnSpec, ParityRecord
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 """The same target opset for every graph (each declares the lowest version it needs, never more), so
@@ -104,7 +104,7 @@ update_registered_converter(
 
 
 def initial_types(columns: Sequence[ColumnSpec]) -> list[tuple[str, Any]]:
-    """The graph inputs (service.feeds' layout): one [N, k] float32 input for the k numeric columns,
+    """The graph inputs (contract.feeds' layout): one [N, k] float32 input for the k numeric columns,
     then one [N, 1] string input per categorical column."""
     numeric = sum(1 for c in columns if c.kind == "numeric")
     types: list[tuple[str, Any]] = [(NUMERIC_INPUT, FloatTensorType([None, numeric]))] if numeric else []

@@ -10,8 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from builders.families import Family
-from service.feeds import MISSING_CATEGORY
-from service.manifest import ColumnSpec
+from contract.feeds import MISSING_CATEGORY
+from contract.manifest import ColumnSpec
 
 
 def make_pipeline(family: Family, columns: Sequence[ColumnSpec], seed: int) -> Pipeline:

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from builders.scoring import oriented, pareto_front
-from service.manifest import Routing
+from contract.manifest import Routing
 
 METRIC_COLUMNS = {
     "binary": ["accuracy", "f1", "log_loss", "roc_auc"],

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from builders.errors import BuildError
-from service.manifest import MANIFEST_FILE, ROOT_MARKER, Manifest
-from service.registry import sha256_file
+from contract.manifest import MANIFEST_FILE, ROOT_MARKER, Manifest
+from contract.verify import sha256_file
 
 IGNORED_ROOT_ENTRIES = {"README.md", ".gitignore", ".gitkeep", ROOT_MARKER}
 

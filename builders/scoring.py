@@ -19,7 +19,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-from service.combiners import apply_threshold
+from contract.combine import apply_threshold
 
 HIGHER_IS_BETTER = {
     "accuracy": True,

@@ -21,7 +21,7 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import Pipeline
 
-from service.manifest import LearningPoint, SearchRecord
+from contract.manifest import LearningPoint, SearchRecord
 
 LEARNING_SIZES = (0.2, 0.4, 0.6, 0.8, 1.0)
 

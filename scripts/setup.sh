@@ -17,7 +17,7 @@ if [[ "$(cat "$VENV/.stamp" 2>/dev/null || true)" != "$stamp_value" ]]; then
     echo "setup: installing pinned dependencies (constraints.txt)" >&2
     log="$(mktemp)"
     if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip \
-           && "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[build,dev]"; } \
+           && "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[tools,build,dev]"; } \
            >"$log" 2>&1; then
         grep -v "^WARNING: Location" "$log" >&2; rm -f "$log"
         echo "setup: pip install failed" >&2; exit 1

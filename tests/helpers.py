@@ -17,9 +17,9 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pandas as pd
 
-from service.feeds import make_feeds
-from service.manifest import CARD_FILE, DatasetFingerprint, Manifest, ModelCard
-from service.registry import verify
+from contract.feeds import make_feeds
+from contract.manifest import CARD_FILE, DatasetFingerprint, Manifest, ModelCard
+from contract.verify import verify
 
 if TYPE_CHECKING:  # the service half of the suite must not need scikit-learn
     from builders.build import BuildOptions, BuildResult

@@ -17,9 +17,9 @@ import pytest
 from builders.build import BuildOptions, Evaluated, run_build
 from builders.ensembles import independent_vote_accuracy
 from builders.scoring import classification_metrics, expected_cost, regression_metrics
-from service import combiners
-from service.manifest import ROOT_MARKER, EnsembleSpec, ModelCard
-from service.registry import load_card, resolve_version, sha256_file, verify
+from contract import combine as combiners
+from contract.manifest import ROOT_MARKER, EnsembleSpec, ModelCard
+from contract.verify import load_card, resolve_version, sha256_file, verify
 from tests.helpers import BuiltRepo, session_for
 
 pytestmark = pytest.mark.slow

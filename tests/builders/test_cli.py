@@ -1,6 +1,6 @@
 """`gateway build`: bad input exits 2 with one line on stderr and writes nothing; good input builds.
 
-Most cases run `service.cli.main` in-process; a few run the installed `gateway` script for real.
+Most cases run `cli.main.main` in-process; a few run the installed `gateway` script for real.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.cli import main
-from service.registry import verify
+from cli.main import main
+from contract.verify import verify
 from tests.helpers import mixed_frame, tree_snapshot
 
 GATEWAY = Path(sys.executable).parent / "gateway"

@@ -27,7 +27,7 @@ from builders.ensembles import (
     select_members,
     skill_weights,
 )
-from service.combiners import stack_features
+from contract.combine import stack_features
 
 # --- the independence benchmark ------------------------------------------------------------------
 

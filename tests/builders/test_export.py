@@ -1,7 +1,7 @@
 """ONNX export: every family's pipeline, run in onnxruntime on raw mixed rows, against scikit-learn.
 
 The table has numeric and text columns with missing values and a colour the models never saw in
-training; ONNX gets the rows as a client sends them (None for missing), through service.feeds.
+training; ONNX gets the rows as a client sends them (None for missing), through contract.feeds.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from builders.export import (
 )
 from builders.families import CLASSIFIERS, REGRESSORS, Family
 from builders.preprocess import make_pipeline
-from service.feeds import make_feeds
-from service.manifest import NUMERIC_INPUT
+from contract.feeds import make_feeds
+from contract.manifest import NUMERIC_INPUT
 from tests.helpers import PROVIDERS, mixed_frame
 
 TRAIN_ROWS = 180

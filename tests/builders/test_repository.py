@@ -10,8 +10,8 @@ import pytest
 
 from builders.errors import BuildError
 from builders.repository import check_root, existing_versions, publish, staging
-from service.manifest import MANIFEST_FILE, ROOT_MARKER
-from service.registry import RepositoryError, load_manifest, resolve_version, sha256_file, verify
+from contract.manifest import MANIFEST_FILE, ROOT_MARKER
+from contract.verify import RepositoryError, load_manifest, resolve_version, sha256_file, verify
 from tests.helpers import BuiltRepo, sha, stage_tiny_version, tree_snapshot
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli.procs import Managed, free_port
 from service import metrics
-from service.gateway import Gateway
-from service.ledger import decode_outputs
-from service.procs import Managed, free_port
+from service.core.gateway import Gateway
+from service.ledger.store import decode_outputs
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +154,7 @@ def client(gateway: Gateway) -> Iterator[Any]:
     """The gateway's Starlette app in-process (no BentoML): the fast level of HTTP tests."""
     from starlette.testclient import TestClient
 
-    from service.http import build_app
+    from service.http.app import build_app
 
     with TestClient(build_app(gateway), base_url="http://gateway") as c:
         yield c
@@ -183,7 +183,7 @@ def start_server(
     ledger: Path | None = None,
 ) -> Server:
     """`bentoml serve` on 127.0.0.1 and a free port, in its own process group; waits for /readyz."""
-    from service.serve import server_command, server_env
+    from cli.serve import server_command, server_env
 
     port = free_port()
     env = server_env(repository, workers, ADMIN_TOKEN, ledger or log.with_name("ledger.sqlite"))

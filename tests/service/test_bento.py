@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.procs import Managed, free_port
+from cli.procs import Managed, free_port
 from tests.service.conftest import ROOT, BuiltRepo
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from service.combiners import apply_threshold, hard_vote, mean, soft_average, stack_features
+from contract.combine import apply_threshold, hard_vote, mean, soft_average, stack_features
 
 PROPERTY_SETTINGS = settings(max_examples=50, deadline=None)
 TIE_MARGIN = 1e-9

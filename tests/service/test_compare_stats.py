@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.compare import (
+from service.stats.significance import (
     accuracy_interval,
     holm,
     kendall,
@@ -137,8 +137,8 @@ def test_labelled_rows_outcomes_incremental_and_per_variant(tmp_path: Path) -> N
     missing on some rows (shadow sampled), another model version ignored, a recreated ledger re-read."""
     import orjson
 
-    from service.compare import LabelledRows
-    from service.ledger import connect
+    from service.ledger.reads import LabelledRows
+    from service.ledger.store import connect
 
     def fill(path: Path, task_rows: list[tuple[str, int, dict[str, list[Any]]]]) -> Any:
         conn = connect(path)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from service import metrics
-from service.gateway import Gateway
+from service.core.gateway import Gateway
 from tests.service.conftest import BuiltRepo, sample
 
 
@@ -160,8 +160,9 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
 ) -> None:
     """Each /compare decodes only the labels received since the previous one; the document equals one
     computed from scratch over every labelled row."""
-    from service import compare as compare_mod
-    from service.ledger import connect
+    from service.ledger import reads
+    from service.ledger.store import connect
+    from service.stats.compare import compare
 
     frame = pd.read_csv(built_repo.csv).head(150)
     truth = frame["target"].tolist()
@@ -174,18 +175,28 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
     first = client.get("/compare").json()
     assert first["labelled_rows"] == 50
     decoded: list[int] = []
-    real = compare_mod.decode_outputs
+    real = reads.decode_outputs
     try:
-        compare_mod.decode_outputs = lambda text: decoded.append(1) or real(text)  # type: ignore[assignment]
+        reads.decode_outputs = lambda text: decoded.append(1) or real(text)  # type: ignore[assignment]
         assert client.post("/feedback", json={"labels": labels[50:]}).json()["joined"] == 100
         again = client.get("/compare").json()
         assert len(decoded) == 100, "only the 100 new labelled rows were read"
     finally:
-        compare_mod.decode_outputs = real  # type: ignore[assignment]
+        reads.decode_outputs = real  # type: ignore[assignment]
     conn = connect(gateway.settings.ledger_path)
     try:
         others = [n for n in gateway.repo.variants if n != gateway.router.champion]
-        fresh = compare_mod.compare(conn, gateway.repo, gateway.router.champion, others)
+        m = gateway.repo.manifest
+        rows = reads.LabelledRows(m.name, m.version, regression=False)
+        fresh = compare(
+            m,
+            gateway.repo.cards,
+            rows.update(conn),
+            champion=gateway.router.champion,
+            others=others,
+            served_rows=reads.served_rows(conn, m.name, m.version),
+            labelled_rows=rows.rows,
+        )
     finally:
         conn.close()
     assert again == json.loads(json.dumps(fresh))
@@ -199,8 +210,8 @@ def test_a_label_waits_briefly_for_a_prediction_another_process_has_not_written_
     the store keeps looking (GATEWAY_FEEDBACK_RETRY_S) instead of answering unknown_id."""
     import orjson
 
-    from service.feedback import FeedbackStore
-    from service.ledger import connect
+    from service.ledger.feedback import FeedbackStore
+    from service.ledger.store import connect
 
     path = tmp_path / "shared.sqlite"
     store = FeedbackStore(path, lambda: True, retry_unknown_s=2.0)

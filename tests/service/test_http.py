@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.finish import ShadowResult
-from service.gateway import Gateway
+from service.core.gateway import Gateway
+from service.recording.finisher import ShadowResult
 from service.settings import Settings
 from tests.service.conftest import ADMIN_TOKEN, BuiltRepo, HeldOut
 
@@ -180,7 +180,7 @@ def test_admin_requires_token(client: Any) -> None:
 def test_admin_disabled_without_token(built_repo: BuiltRepo) -> None:
     from starlette.testclient import TestClient
 
-    from service.http import build_app
+    from service.http.app import build_app
 
     gw = Gateway(Settings(repository=built_repo.root, ledger_enabled=False))
     gw.load()
@@ -280,9 +280,9 @@ def test_batched_shadow_equals_per_request_evaluation(
     gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
     """Shadow jobs of many requests share member runs; every request still gets its own exact answers."""
-    from service.finish import Finisher, ShadowJob
-    from service.records import records_to_feeds
-    from service.routing import Router
+    from service.core.requests import records_to_feeds
+    from service.core.routing import Router
+    from service.recording.finisher import Finisher, ShadowJob
 
     repo = gateway.repo
     quiet = Router(champion=gateway.router.champion, challengers=(), shadow=(), shadow_fraction=0.0)
@@ -316,7 +316,7 @@ def test_batched_shadow_equals_per_request_evaluation(
 
 
 def test_openapi_documents_the_json_api(client: Any, feature_records: list[dict[str, Any]]) -> None:
-    from service.openapi import FeedbackRequest, PredictRequest, PredictResponse
+    from service.http.openapi import FeedbackRequest, PredictRequest, PredictResponse
 
     doc = client.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.1")

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.ledger import Entry, Ledger, transaction
-from service.runtime import Output
+from contract.outputs import Output
+from service.ledger.store import Entry, Ledger, transaction
 from tests.service.conftest import BuiltRepo, start_server, stop_server
 
 
@@ -30,7 +30,7 @@ def entry(rid: str, rows: int = 2, created_at: float | None = None) -> Entry:
 
 
 def test_a_batch_entry_records_each_request_with_its_own_served_answer(tmp_path: Path) -> None:
-    from service.ledger import decode_outputs
+    from service.ledger.store import decode_outputs
 
     ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=30)
     batch = Output(labels=np.array([0, 1, 1]), proba=np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.manifest import EnsembleSpec, Manifest, ModelCard, Routing
+from contract.manifest import EnsembleSpec, Manifest, ModelCard, Routing
 from tests.helpers import FINGERPRINT
 
 

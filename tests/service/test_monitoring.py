@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.procs import Managed, free_port
+from cli.procs import Managed, free_port
 from tests.service.conftest import ROOT, BuiltRepo, Server, start_server, stop_server
 
 MONITORING = ROOT / "monitoring"

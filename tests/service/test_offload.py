@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from service.gateway import Gateway
-from service.offload import OffloadExecutor
+from service.core.gateway import Gateway
+from service.recording.process import OffloadExecutor
 from service.settings import Settings
 from tests.service.conftest import ROOT, BuiltRepo, ledger_rows, sample
 
@@ -119,7 +119,7 @@ def test_a_full_queue_sheds_shadow_work_first(
 WORKER = """
 import os, signal, sys, time
 from pathlib import Path
-from service.gateway import Gateway
+from service.core.gateway import Gateway
 from service.settings import Settings
 gw = Gateway(Settings(repository=Path(sys.argv[1]), ledger_path=Path(sys.argv[2]), ledger_flush_interval_s=5))
 gw.load()

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.gateway import Gateway
+from service.core.gateway import Gateway
 
 
 def oip_inputs(records: list[dict[str, Any]], gateway: Gateway) -> list[dict[str, Any]]:

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contract.feeds import make_feeds
+from contract.manifest import Manifest
+from service.core.requests import records_to_feeds
 from service.errors import InvalidField
-from service.feeds import make_feeds
-from service.manifest import Manifest
-from service.records import records_to_feeds
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service import drift
-from service.cli import main
-from service.replay import fetch_schema, run
-from service.replay_cli import make_plan
+from cli.main import main
+from cli.replay import drift_specs as drift
+from cli.replay.client import fetch_schema, run
+from cli.replay.command import make_plan
 from tests.service.conftest import ROOT, BuiltRepo, Server, free_port
 
 
@@ -89,8 +89,8 @@ def test_replay_posts_delayed_labels_and_compares(server: Server, table: pd.Data
 def test_replay_against_a_dead_server_counts_failures_and_ends(
     table: pd.DataFrame, built_repo: BuiltRepo
 ) -> None:
-    from service.registry import load_manifest
-    from service.replay import Schema
+    from cli.replay.client import Schema
+    from contract.verify import load_manifest
 
     m = load_manifest(built_repo.version)
     schema = Schema(
@@ -169,7 +169,7 @@ def _demo(out: Path, *extra: str) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "service.cli",
+            "cli.main",
             "demo",
             "--out",
             str(out),
@@ -195,7 +195,7 @@ def test_demo_rebuilds_instead_of_serving_a_repository_it_cannot_load(
     import json
     import shutil
 
-    from service.demo import servable_version
+    from cli.demo import servable_version
 
     assert servable_version(tmp_path / "nothing") == (None, "")
     version, problem = servable_version(demo_repo / "breast_cancer")

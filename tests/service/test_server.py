@@ -50,7 +50,7 @@ def test_tritonclient_binary_and_json(
 ) -> None:
     import tritonclient.http as triton
 
-    from service.registry import load_manifest
+    from contract.verify import load_manifest
 
     manifest = load_manifest(built_repo.version)
     rows = [r for r in feature_records if all(v is not None for v in r.values())][:4]
@@ -90,7 +90,7 @@ def test_tritonclient_binary_and_json(
 
 def _serve(repository: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--repository", str(repository), "--port", "1"],
+        [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository), "--port", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,

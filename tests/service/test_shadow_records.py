@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.gateway import Gateway
+from service.core.gateway import Gateway
 from service.settings import Settings
 from tests.service.conftest import HeldOut, ledger_rows, sample
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from service.finish import Served, ShadowJob
-from service.runtime import Output
-from service.wire import decode, encode
+from contract.outputs import Output
+from service.recording.finisher import Served, ShadowJob
+from service.recording.wire import decode, encode
 
 
 def classified(rng: np.random.Generator, rows: int, classes: int, dtype: Any = np.float64) -> Output:

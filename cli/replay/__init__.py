@@ -1,0 +1,1 @@
+"""`gateway replay`: a table sent as live traffic, with labels posted back after a delay."""

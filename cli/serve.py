@@ -1,0 +1,80 @@
+"""`gateway serve`: verify the repository, then run `bentoml serve` on the gateway service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+SERVICE = "service.bento:EnsembleGateway"
+SERVICE_NAME = "ensemble_gateway"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `gateway serve`."""
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("models"),
+        help="repository root, model folder or version folder (default: newest in models/)",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--admin-token", help="enables /admin/* (or set GATEWAY_ADMIN_TOKEN)")
+    parser.add_argument("--ledger", type=Path, help="SQLite ledger path (or set GATEWAY_LEDGER_PATH)")
+
+
+def server_env(
+    repository: Path,
+    workers: int,
+    admin_token: str | None = None,
+    ledger: Path | None = None,
+    base: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for a `bentoml serve` child process of the gateway."""
+    env = dict(os.environ if base is None else base)
+    env["GATEWAY_REPOSITORY"] = str(repository.resolve())
+    if admin_token:
+        env["GATEWAY_ADMIN_TOKEN"] = admin_token
+    if ledger is not None:
+        env["GATEWAY_LEDGER_PATH"] = str(ledger.resolve())
+    # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir when it starts, so two gateways
+    # sharing a home would zero or mix each other's counters: each ledger gets its own home.
+    ledger_path = Path(env.get("GATEWAY_LEDGER_PATH", ".gateway/ledger.sqlite")).resolve()
+    env.setdefault("BENTOML_HOME", str(ledger_path.parent / f".bentoml-{ledger_path.stem}"))
+    env["BENTOML_CONFIG_OPTIONS"] = f"services.{SERVICE_NAME}.workers={workers}"
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    return env
+
+
+def server_command(host: str, port: int) -> list[str]:
+    """The `bentoml serve` command line (run from the project root)."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml), "serve", SERVICE, "--host", host, "--port", str(port)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Verify (exit 2 with one line on a bad repository), then replace this process with bentoml."""
+    from contract.verify import RepositoryError
+    from service.runtime.repository import load
+
+    if args.workers < 1:
+        print(f"gateway serve: error: --workers: expected at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        repo = load(args.repository)
+    except RepositoryError as exc:
+        print(f"gateway serve: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"serving {repo.manifest.name} v{repo.manifest.version} from {repo.path} on http://{args.host}:{args.port}",
+        flush=True,
+    )
+    env = server_env(repo.path, args.workers, args.admin_token, args.ledger)
+    root = Path(__file__).resolve().parent.parent
+    os.chdir(root)
+    cmd = server_command(args.host, args.port)
+    os.execve(cmd[0], cmd, env)
+    return 0  # pragma: no cover - execve does not return

@@ -1,0 +1,48 @@
+"""What a model answers for a batch of rows, in one shape for builders (offline) and service (online)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Output:
+    """One variant's (or member's) answer for a batch: class indices + probabilities, or values."""
+
+    labels: npt.NDArray[np.int64] | None = None
+    """Served class indices (decision threshold applied)."""
+    proba: npt.NDArray[np.float64] | None = None
+    values: npt.NDArray[np.float64] | None = None
+    raw_labels: npt.NDArray[np.int64] | None = None
+    """Members only: the graph's own label (argmax), which hard votes count."""
+
+
+
+def slice_output(out: Output, start: int, stop: int) -> Output:
+    """Rows [start, stop) of a batch output."""
+
+    def cut(a: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+        return None if a is None else a[start:stop]
+
+    return Output(
+        labels=cut(out.labels), proba=cut(out.proba), values=cut(out.values), raw_labels=cut(out.raw_labels)
+    )
+
+
+def concat_outputs(outs: list[Output]) -> Output:
+    """One batch output from the outputs of consecutive requests."""
+
+    def cat(arrays: list[npt.NDArray[Any] | None]) -> npt.NDArray[Any] | None:
+        present = [a for a in arrays if a is not None]
+        return np.concatenate(present) if len(present) == len(arrays) else None
+
+    return Output(
+        labels=cat([o.labels for o in outs]),
+        proba=cat([o.proba for o in outs]),
+        values=cat([o.values for o in outs]),
+        raw_labels=cat([o.raw_labels for o in outs]),
+    )

@@ -1,0 +1,174 @@
+"""The JSON API's OpenAPI document, from pydantic models of its bodies.
+
+The hot routes validate by hand (building pydantic objects per request costs more than the models'
+inference); these models describe exactly the same shapes, and the tests send the documented
+examples to the real endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.manifest import Manifest
+
+Value = float | int | str | None
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Doc):
+    """Rows to predict, by column name."""
+
+    records: list[dict[str, Value]] = Field(
+        min_length=1, description="One object per row: {column: value}; null for a missing value."
+    )
+    variant: str | None = Field(
+        None,
+        description="Force a member, 'vote', 'average', 'weighted', 'stack' or "
+        "'champion' instead of routing.",
+    )
+    routing_key: str | None = Field(None, description="Sticky A/B assignment key (e.g. a user id).")
+    request_id: str | None = Field(
+        None,
+        max_length=128,
+        description="Your id for this request (also X-Request-ID); labels are posted against it.",
+    )
+    return_members: bool = Field(False, description="Also return every member's output.")
+
+
+class RowAnswer(_Doc):
+    """One row's answer: label and probabilities (classification) or value (regression)."""
+
+    label: Value = None
+    probabilities: dict[str, float] | None = None
+    value: float | None = None
+
+
+class PredictResponse(_Doc):
+    """The answer and who gave it."""
+
+    request_id: str
+    model: str
+    version: int
+    variant: str
+    role: Literal["champion", "challenger", "forced"]
+    predictions: list[RowAnswer]
+    members: dict[str, list[RowAnswer]] | None = None
+
+
+class Label(_Doc):
+    """A ground-truth label for one row of an earlier request."""
+
+    request_id: str
+    row: int = Field(0, ge=0)
+    label: Value
+
+
+class FeedbackRequest(_Doc):
+    """Labels that arrived; one item alone or a bare list are accepted too."""
+
+    labels: list[Label] = Field(min_length=1, max_length=10_000)
+
+
+class FeedbackResponse(_Doc):
+    """What happened to each label."""
+
+    joined: int
+    unknown_id: int
+    duplicate: int
+    conflicting: int
+    invalid_label: int
+    received: int
+    errors: list[str]
+
+
+class Error(_Doc):
+    """Every 4xx/5xx body."""
+
+    error: str = Field(description="'<field>: expected X, got Y' for bad input")
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(name)}}}
+
+
+def document(manifest: Manifest | None = None) -> dict[str, Any]:
+    """OpenAPI 3.1 for /predict, /feedback, /compare, /models (OIP follows its own published spec)."""
+    models: list[type[BaseModel]] = [
+        PredictRequest,
+        PredictResponse,
+        RowAnswer,
+        Label,
+        FeedbackRequest,
+        FeedbackResponse,
+        Error,
+    ]
+    schemas: dict[str, Any] = {}
+    for m in models:
+        schema = m.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[m.__name__] = schema
+    if manifest is not None:
+        schemas["Record"] = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [c.name for c in manifest.inputs],
+            "properties": {
+                c.name: (
+                    {"type": ["number", "null"]}
+                    if c.kind == "numeric"
+                    else {"type": ["string", "null"], "examples": c.categories[:5]}
+                )
+                for c in manifest.inputs
+            },
+        }
+        schemas["PredictRequest"]["properties"]["records"]["items"] = _ref("Record")
+    errors = {
+        str(code): {"description": text, **_json("Error")}
+        for code, text in [(400, "bad input"), (413, "too large"), (503, "not ready")]
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ensemble-gateway",
+            "version": "1",
+            "description": "Every candidate served side by side, judged live. OIP v2 routes under /v2.",
+        },
+        "paths": {
+            "/predict": {
+                "post": {
+                    "summary": "Predict rows (routed: champion, A/B, shadow)",
+                    "requestBody": {"required": True, **_json("PredictRequest")},
+                    "responses": {"200": {"description": "answers", **_json("PredictResponse")}, **errors},
+                }
+            },
+            "/feedback": {
+                "post": {
+                    "summary": "Post ground-truth labels for earlier predictions",
+                    "requestBody": {"required": True, **_json("FeedbackRequest")},
+                    "responses": {"200": {"description": "counts", **_json("FeedbackResponse")}, **errors},
+                }
+            },
+            "/compare": {
+                "get": {
+                    "summary": "Offline vs online, intervals and paired tests",
+                    "responses": {"200": {"description": "comparison document"}, **errors},
+                }
+            },
+            "/models": {
+                "get": {
+                    "summary": "Members, ensembles, cards, schema and routing",
+                    "responses": {"200": {"description": "repository description"}},
+                }
+            },
+        },
+        "components": {"schemas": schemas},
+    }

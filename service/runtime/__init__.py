@@ -1,0 +1,1 @@
+"""A verified repository version loaded into onnxruntime sessions."""

@@ -1,0 +1,1 @@
+"""Pure statistics of live evaluation: intervals, paired tests, the offline-vs-online comparison."""

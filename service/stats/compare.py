@@ -1,0 +1,198 @@
+"""Offline against online: per-model live metrics with intervals, rank agreement, paired tests.
+
+Classification: accuracy with a 95% Wilson interval; champion vs each other model on the rows both
+answered and that have labels: an exact McNemar test (binomial on the discordant pairs).
+Regression: RMSE with a 95% interval (t-interval on squared errors, then the square root); paired
+Wilcoxon signed-rank test on absolute errors. p-values are Holm-adjusted across the comparisons,
+because a champion compared with eight models at 5% each would "find" a winner far too often.
+
+Pure: it takes the labelled outcomes per variant (service.ledger.reads) and the offline cards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from contract.manifest import Manifest, ModelCard
+from service.stats.significance import (
+    Interval,
+    PairedTest,
+    accuracy_interval,
+    holm,
+    kendall,
+    mcnemar,
+    mcnemar_labels_needed,
+    paired_errors_test,
+    rmse_interval,
+    verdict,
+)
+
+Outcomes = tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
+"""Per variant: (label row ids, correct (bool) for classification or error = prediction - truth)."""
+
+
+def compare(
+    manifest: Manifest,
+    cards: Mapping[str, ModelCard],
+    data: Mapping[str, Outcomes],
+    *,
+    champion: str,
+    others: Sequence[str],
+    served_rows: int,
+    labelled_rows: int,
+) -> dict[str, Any]:
+    """The /compare document for one repository version."""
+    regression = manifest.task == "regression"
+    metric = "rmse" if regression else "accuracy"
+    sign = -1.0 if regression else 1.0
+    models = _model_rows(cards, data, metric, regression, champion, others)
+    scored = [m for m in models if m["online"] is not None and m["offline"] is not None]
+    for key in ("offline", "online"):
+        # Ties share the best rank (1, 1, 3): equal scores are not an ordering.
+        ranks = stats.rankdata([-sign * m[key] for m in scored], method="min") if scored else []
+        for m, rank in zip(scored, ranks, strict=True):
+            m[f"{key}_rank"] = int(rank)
+    tau, tau_p = kendall([sign * m["offline"] for m in scored], [sign * m["online"] for m in scored])
+    tests = [_paired(data, champion, other, regression) for other in others]
+    final = _with_verdicts(tests, regression)
+    best_offline = _best(scored, "offline", sign)
+    best_online = _best(scored, "online", sign)
+    return {
+        "model": manifest.name,
+        "version": manifest.version,
+        "task": manifest.task,
+        "metric": metric,
+        "champion": champion,
+        "served_rows": served_rows,
+        "labelled_rows": labelled_rows,
+        "label_coverage": (labelled_rows / served_rows) if served_rows else None,
+        "best_offline": best_offline,
+        "best_online": best_online,
+        "kendall_tau": tau,
+        "kendall_p": tau_p,
+        "models": models,
+        "tests": final,
+        "summary": summary(best_offline, best_online, champion, final),
+    }
+
+
+def _model_rows(
+    cards: Mapping[str, ModelCard],
+    data: Mapping[str, Outcomes],
+    metric: str,
+    regression: bool,
+    champion: str,
+    others: Sequence[str],
+) -> list[dict[str, Any]]:
+    models = []
+    for name, card in cards.items():
+        offline = card.metrics.get("test", {}).get(metric)
+        if name in data:
+            _, vals = data[name]
+            online = rmse_interval(vals) if regression else accuracy_interval(int(vals.sum()), len(vals))
+        else:
+            online = Interval(None, None, None, 0)
+        models.append(
+            {
+                "model": name,
+                "kind": card.kind,
+                "family": card.family,
+                "offline": offline,
+                "online": online.value,
+                "low": online.low,
+                "high": online.high,
+                "n": online.n,
+                "role": "champion" if name == champion else ("compared" if name in others else ""),
+            }
+        )
+    return models
+
+
+def _paired(data: Mapping[str, Outcomes], champion: str, other: str, regression: bool) -> PairedTest:
+    """Champion against one other model on the labelled rows both answered."""
+    if other == champion or champion not in data or other not in data:
+        return PairedTest(other, 0, None, None, {}, None)
+    k1, v1 = data[champion]
+    k2, v2 = data[other]
+    common, i1, i2 = np.intersect1d(k1, k2, assume_unique=True, return_indices=True)
+    a, b_ = v1[i1], v2[i2]
+    n = len(common)
+    if regression:
+        diff, p, needed = paired_errors_test(np.abs(a.astype(float)), np.abs(b_.astype(float)))
+        return PairedTest(
+            other,
+            n,
+            rmse_interval(a.astype(float)).value,
+            rmse_interval(b_.astype(float)).value,
+            {"mean_abs_error_diff": diff},
+            p if n else None,
+            labels_needed=needed,
+        )
+    b, c, p = mcnemar(a.astype(bool), b_.astype(bool))
+    return PairedTest(
+        other,
+        n,
+        float(a.mean()) if n else None,
+        float(b_.mean()) if n else None,
+        {"only_champion_right": b, "only_challenger_right": c},
+        p if n else None,
+        labels_needed=mcnemar_labels_needed(b, c, n),
+    )
+
+
+def _with_verdicts(tests: list[PairedTest], regression: bool) -> list[dict[str, Any]]:
+    """Holm-adjusted p-values across the comparisons, and each comparison in words."""
+    final = []
+    for t, p_adj in zip(tests, holm([t.p_value for t in tests]), strict=True):
+        better = None
+        if t.champion_score is not None and t.challenger_score is not None:
+            better = (
+                (t.challenger_score < t.champion_score)
+                if regression
+                else (t.challenger_score > t.champion_score)
+            )
+        final.append(
+            {
+                "challenger": t.challenger,
+                "n": t.n,
+                "champion_score": t.champion_score,
+                "challenger_score": t.challenger_score,
+                "statistic": t.statistic,
+                "p_value": t.p_value,
+                "p_adjusted": p_adj,
+                "labels_needed": t.labels_needed,
+                "verdict": verdict(better, p_adj, t.n, t.labels_needed),
+            }
+        )
+    return final
+
+
+def _best(scored: list[dict[str, Any]], key: str, sign: float) -> str | None:
+    """The top model by a score; ties listed together ("logreg = hist_gb")."""
+    if not scored:
+        return None
+    top = max(sign * m[key] for m in scored)
+    return " = ".join(m["model"] for m in scored if sign * m[key] == top)
+
+
+def summary(
+    best_offline: str | None, best_online: str | None, champion: str, tests: list[dict[str, Any]]
+) -> str:
+    """One paragraph a team can act on."""
+    if best_online is None:
+        return "No labelled traffic yet: post labels to /feedback to compare offline and online."
+    winners = [t["challenger"] for t in tests if t["verdict"] == "challenger is better"]
+    losers = [t["challenger"] for t in tests if t["verdict"] == "challenger is worse"]
+    text = f"Offline winner: {best_offline}; online leader: {best_online}. Champion: {champion}. "
+    if winners:
+        text += f"Significantly better than the champion online: {', '.join(winners)}. "
+    else:
+        text += "No model is significantly better than the champion online yet. "
+    if losers:
+        text += f"Significantly worse: {', '.join(losers)}."
+    return text.strip()
