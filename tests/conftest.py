@@ -1,21 +1,40 @@
-"""Shared fixtures: repositories of tiny real models, each built once per session."""
+"""Fixtures shared by every level: repositories of tiny real models (each built once per session),
+settings, an in-process gateway and its Starlette app. tests/e2e/conftest.py adds real servers.
+
+Levels: tests/unit (no server, no process), tests/integration (the gateway and its app in-process),
+tests/e2e (real `bentoml serve`, real Prometheus). Helpers live in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
-from hypothesis import settings
+from hypothesis import settings as hypothesis_settings
 
 from builders.build import BuildOptions
-from tests.helpers import BuiltRepo, build_bundled, manifest_data
+from service.core.gateway import Gateway
+from service.settings import Settings
+from tests.helpers import (
+    ADMIN_TOKEN,
+    BuiltRepo,
+    BundledBuild,
+    HeldOut,
+    build_bundled,
+    churn_frame,
+    manifest_data,
+    to_records,
+)
 
 # The suite must pass or fail the same way on every run (CI lands a session only when it is green):
 # property tests draw the same examples each time; `--hypothesis-profile=explore` searches afresh.
-settings.register_profile("default", derandomize=True)
-settings.register_profile("explore", derandomize=False, max_examples=500)
-settings.load_profile("default")
+hypothesis_settings.register_profile("default", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False, max_examples=500)
+hypothesis_settings.load_profile("default")
 
 
 @pytest.fixture
@@ -25,7 +44,7 @@ def manifest_dict() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
+def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> BundledBuild:
     """Multiclass: iris, budget 2, tree and naive Bayes (plus the dummy baseline and logreg)."""
     out: Path = tmp_path_factory.mktemp("iris-repo")
     return build_bundled(
@@ -41,7 +60,7 @@ def iris_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
 
 
 @pytest.fixture(scope="session")
-def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
+def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> BundledBuild:
     """Binary with costs: breast_cancer, a false negative five times as costly as a false positive."""
     out: Path = tmp_path_factory.mktemp("cancer-repo")
     return build_bundled(
@@ -59,7 +78,7 @@ def cancer_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
 
 
 @pytest.fixture(scope="session")
-def diabetes_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
+def diabetes_repo(tmp_path_factory: pytest.TempPathFactory) -> BundledBuild:
     """Regression: diabetes, budget 2, tree and kNN (plus ridge); the one build with learning curves."""
     out: Path = tmp_path_factory.mktemp("diabetes-repo")
     return build_bundled(
@@ -72,3 +91,80 @@ def diabetes_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
             learning_curves=True,
         )
     )
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
+    """The service tests' repository: a churn-like mixed table (numeric and text columns, missing
+    values), binary with FP/FN costs, tree, naive Bayes and HistGradientBoosting."""
+    from builders.build import run_build
+
+    base = tmp_path_factory.mktemp("svc")
+    csv = base / "churn.csv"
+    churn_frame().to_csv(csv, index=False)
+    result = run_build(
+        BuildOptions(
+            data=csv,
+            target="target",
+            out=base / "models",
+            name="churn",
+            budget=2,
+            families=["tree", "naive_bayes", "hist_gb"],
+            fp_cost=1.0,
+            fn_cost=3.0,
+            learning_curves=False,
+        )
+    )
+    return BuiltRepo(root=base / "models", version=result.path, csv=csv)
+
+
+@pytest.fixture(scope="session")
+def held_out(built_repo: BuiltRepo) -> HeldOut:
+    from builders import data as data_mod
+    from builders.build import split_table
+
+    frame = pd.read_csv(built_repo.csv)
+    table = data_mod.prepare(frame, "target", "auto", "churn", str(built_repo.csv), "0" * 64)
+    _, _, x_test, _, _, y_test = split_table(table, seed=0)
+    records = to_records(x_test.rename(columns={c.tensor: c.name for c in table.columns}))
+    return HeldOut(records, np.asarray(y_test))
+
+
+@pytest.fixture(scope="session")
+def feature_records(built_repo: BuiltRepo) -> list[dict[str, Any]]:
+    frame = pd.read_csv(built_repo.csv).drop(columns=["target", "row_id"])
+    return to_records(frame)
+
+
+@pytest.fixture
+def settings(built_repo: BuiltRepo, tmp_path: Path) -> Settings:
+    """Gateway settings for in-process tests: shadow work and ledger writes on threads of this process
+    (tests about the evaluator process ask for it)."""
+    return Settings(
+        repository=built_repo.root,
+        admin_token=ADMIN_TOKEN,
+        max_batch_rows=64,
+        max_body_bytes=64_000,
+        ledger_path=tmp_path / "ledger.sqlite",
+        ledger_flush_interval_s=0.05,
+        evaluator_process=False,
+    )
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    gw = Gateway(settings)
+    gw.load()
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[Any]:
+    """The gateway's Starlette app in-process (no BentoML): the fast level of HTTP tests."""
+    from starlette.testclient import TestClient
+
+    from service.http.app import build_app
+
+    with TestClient(build_app(gateway), base_url="http://gateway") as c:
+        yield c

@@ -7,6 +7,8 @@ onnxruntime, as the service reads them.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +19,18 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pandas as pd
 
+from cli.procs import Managed, free_port
 from contract.feeds import make_feeds
 from contract.manifest import CARD_FILE, DatasetFingerprint, Manifest, ModelCard
 from contract.verify import verify
+from service import metrics
+from service.ledger.store import decode_outputs
 
 if TYPE_CHECKING:  # the service half of the suite must not need scikit-learn
     from builders.build import BuildOptions, BuildResult
 
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_TOKEN = "test-admin-token"
 PROVIDERS = ["CPUExecutionProvider"]
 FINGERPRINT = {
     "source": "tests:tiny",
@@ -182,7 +189,7 @@ def session_for(path: Path) -> ort.InferenceSession:
 
 
 @dataclass(frozen=True)
-class BuiltRepo:
+class BundledBuild:
     """A repository built by builders.build.run_build, plus the raw test split it was scored on."""
 
     options: BuildOptions
@@ -206,7 +213,7 @@ class BuiltRepo:
         return [session_for(self.version_dir / specs[n].path).run(specs[n].outputs, feeds) for n in names]
 
 
-def build_bundled(opts: BuildOptions) -> BuiltRepo:
+def build_bundled(opts: BuildOptions) -> BundledBuild:
     """Run a real build of a bundled dataset and reproduce its test split (80/20, seeded, stratified)."""
     from sklearn.model_selection import train_test_split
 
@@ -223,7 +230,7 @@ def build_bundled(opts: BuildOptions) -> BuiltRepo:
         table.features, table.y, test_size=0.2, random_state=opts.seed, stratify=stratify
     )
     rows = {c.name: frame.loc[x_test.index, c.name].tolist() for c in result.manifest.inputs}
-    return BuiltRepo(
+    return BundledBuild(
         options=opts,
         result=result,
         version_dir=result.path,
@@ -232,3 +239,145 @@ def build_bundled(opts: BuildOptions) -> BuiltRepo:
         test_rows=rows,
         y_test=np.asarray(y_test),
     )
+
+
+# --- the churn repository of the service tests --------------------------------------------------
+def churn_frame(n: int = 420, seed: int = 0) -> pd.DataFrame:
+    """A churn-like table: numeric and text columns, missing values, an index column to drop."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 10, n)
+    income = rng.lognormal(10, 0.5, n)
+    city = rng.choice(["paris", "lyon", "nice"], n).astype(object)
+    plan = rng.choice(["basic", "pro"], n).astype(object)
+    logit = 0.08 * (age - 40) + 1.2 * (plan == "pro") - 0.7 * (city == "nice") + rng.normal(0, 1, n)
+    target = np.where(logit > 0.3, "churn", "stay")
+    age[rng.random(n) < 0.05] = np.nan
+    city[rng.random(n) < 0.05] = None
+    return pd.DataFrame(
+        {
+            "row_id": np.arange(n),
+            "age": age,
+            "monthly income": income,
+            "city": city,
+            "plan": plan,
+            "target": target,
+        }
+    )
+
+
+def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready records (NaN -> None)."""
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append({k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()})
+    return out
+
+
+@dataclass(frozen=True)
+class BuiltRepo:
+    """The churn repository (tests/conftest.py): its root, its one version, the table it was built from."""
+
+    root: Path
+    version: Path
+    csv: Path
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The builders' test split of the fixture table: the rows every card's test metrics come from."""
+
+    records: list[dict[str, Any]]
+    classes: np.ndarray
+    """True class index of each record."""
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's value in this process (hot-path updates are queued: flush them first, as /metrics
+    does)."""
+    metrics.flush()
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def ledger_count(path: Path, where: str = "1=1") -> int:
+    """Prediction rows in a ledger file (optionally only those matching a WHERE clause)."""
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM predictions WHERE {where}").fetchone()[0])
+
+
+def write_csv(folder: Path, frame: pd.DataFrame, name: str = "table.csv") -> str:
+    """A table written as CSV; returns its path as a string (for command lines)."""
+    path = folder / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def ledger_rows(path: Path) -> dict[tuple[str, int], dict[str, tuple[int | None, float, str]]]:
+    """(request id, row) -> variant -> (class index, score, role), as recorded."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT request_id, row_index, outputs FROM predictions").fetchall()
+    finally:
+        conn.close()
+    return {(rid, i): decode_outputs(doc) for rid, i, doc in rows}
+
+
+
+# --- real servers -----------------------------------------------------------------------------------
+@dataclass
+class Server:
+    url: str
+    port: int
+    managed: Managed
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.managed.process
+
+    @property
+    def log(self) -> Path:
+        return self.managed.log
+
+
+def start_server(
+    repository: Path,
+    log: Path,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    ledger: Path | None = None,
+) -> Server:
+    """`bentoml serve` on 127.0.0.1 and a free port, in its own process group; waits for /readyz."""
+    from cli.serve import server_command, server_env
+
+    port = free_port()
+    env = server_env(repository, workers, ADMIN_TOKEN, ledger or log.with_name("ledger.sqlite"))
+    env.update(extra_env or {})
+    managed = Managed("bentoml serve", server_command("127.0.0.1", port), log, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    managed.wait_http(f"{url}/readyz", 90)
+    return Server(url=url, port=port, managed=managed)
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM (graceful), then SIGKILL by PID anything of ours still alive, workers included."""
+    server.managed.stop()
+
+
+def our_servers(basetemp: Path) -> set[int]:
+    """Server processes (arbiters and workers) started by this test session: their ledger lives
+    under the session's temporary directory (other sessions' servers on the machine are not ours)."""
+    import psutil
+
+    found = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if "_bentoml_impl.worker" not in cmd and "bentoml serve" not in cmd and "bin/bentoml" not in cmd:
+            continue
+        try:
+            ledger = p.environ().get("GATEWAY_LEDGER_PATH", "")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if ledger.startswith(str(basetemp)):
+            found.add(p.info["pid"])
+    return found
+
+

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from service.metrics import FLUSH_INTERVAL_S
-from tests.service.conftest import BuiltRepo, start_server, stop_server
+from tests.helpers import BuiltRepo, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 

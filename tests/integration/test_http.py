@@ -13,7 +13,7 @@ import pytest
 from service.core.gateway import Gateway
 from service.recording.finisher import ShadowResult
 from service.settings import Settings
-from tests.service.conftest import ADMIN_TOKEN, BuiltRepo, HeldOut
+from tests.helpers import ADMIN_TOKEN, BuiltRepo, HeldOut
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 

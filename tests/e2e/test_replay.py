@@ -11,37 +11,13 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 
 from cli.main import main
-from cli.replay import drift_specs as drift
 from cli.replay.client import fetch_schema, run
 from cli.replay.command import make_plan
-from tests.service.conftest import ROOT, BuiltRepo, Server, free_port
-
-
-def test_drift_specs_parse_and_apply() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"], "y": ["p", "q", "p", "q"]})
-    ops = drift.parse("shift:x:10,scale:x:2,segment:c=a", frame, "y")
-    out = drift.apply(ops, frame, "y", np.random.default_rng(0))
-    assert out["x"].tolist() == [22.0, 26.0] and set(out["c"]) == {"a"}
-    flipped = drift.apply(drift.parse("flip:1", frame, "y"), frame, "y", np.random.default_rng(0))
-    assert (flipped["y"] != frame["y"]).all()
-    blank = drift.apply(drift.parse("missing:c:1", frame, "y"), frame, "y", np.random.default_rng(0))
-    assert blank["c"].isna().all()
-    for bad, fragment in [
-        ("scale:nope:2", "no column"),
-        ("scale:c:2", "not numeric"),
-        ("shift:x:abc", "number"),
-        ("missing:x:2", "fraction"),
-        ("wobble:x:1", "expected"),
-        ("segment:c", "COLUMN=VALUE"),
-        ("scale:y:2", "target"),
-    ]:
-        with pytest.raises(drift.DriftError, match=fragment):
-            drift.parse(bad, frame, "y")
+from tests.helpers import ROOT, BuiltRepo, Server, free_port
 
 
 @pytest.fixture(scope="module")
@@ -127,17 +103,6 @@ def test_replay_against_a_dead_server_counts_failures_and_ends(
     assert time.monotonic() - started < 15
 
 
-def test_replay_cli_bad_input_exits_2(
-    capsys: pytest.CaptureFixture[str], server: Server, tmp_path: Path
-) -> None:
-    csv = tmp_path / "t.csv"
-    pd.DataFrame({"age": [1.0], "target": ["stay"]}).to_csv(csv, index=False)
-    assert main(["replay", "--url", server.url, "--data", str(csv), "--rows", "5"]) == 2
-    assert "monthly income" in capsys.readouterr().err
-    assert main(["replay", "--url", server.url, "--data", str(tmp_path / "none.csv")]) == 2
-    assert main(["replay", "--url", f"http://127.0.0.1:{free_port()}", "--data", str(csv)]) == 2
-    assert "cannot reach" in capsys.readouterr().err
-    assert main(["replay", "--url", server.url, "--data", str(csv), "--rps", "0"]) == 2
 
 
 def test_compare_cli_prints_tables(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,3 +202,17 @@ def test_demo_ctrl_c_stops_everything_it_started(demo_repo: Path) -> None:
     assert proc.returncode == 130
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+
+
+def test_replay_cli_bad_input_exits_2(
+    capsys: pytest.CaptureFixture[str], server: Server, tmp_path: Path
+) -> None:
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"age": [1.0], "target": ["stay"]}).to_csv(csv, index=False)
+    assert main(["replay", "--url", server.url, "--data", str(csv), "--rows", "5"]) == 2
+    assert "monthly income" in capsys.readouterr().err
+    assert main(["replay", "--url", server.url, "--data", str(tmp_path / "none.csv")]) == 2
+    assert main(["replay", "--url", f"http://127.0.0.1:{free_port()}", "--data", str(csv)]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+    assert main(["replay", "--url", server.url, "--data", str(csv), "--rps", "0"]) == 2
+

@@ -13,7 +13,7 @@ import pytest
 
 from service.core.gateway import Gateway
 from service.settings import Settings
-from tests.service.conftest import HeldOut, ledger_rows, sample
+from tests.helpers import HeldOut, ledger_rows, sample
 
 
 @pytest.fixture(params=[False, True], ids=["threads", "process"])

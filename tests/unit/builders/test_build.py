@@ -20,7 +20,7 @@ from builders.scoring import classification_metrics, expected_cost, regression_m
 from contract import combine as combiners
 from contract.manifest import ROOT_MARKER, EnsembleSpec, ModelCard
 from contract.verify import load_card, resolve_version, sha256_file, verify
-from tests.helpers import BuiltRepo, session_for
+from tests.helpers import BundledBuild, session_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,29 +29,29 @@ CLASSIFICATION_REPOS = ["iris_repo", "cancer_repo"]
 
 
 @pytest.fixture(params=REPOS)
-def repo(request: pytest.FixtureRequest) -> BuiltRepo:
-    built: BuiltRepo = request.getfixturevalue(request.param)
+def repo(request: pytest.FixtureRequest) -> BundledBuild:
+    built: BundledBuild = request.getfixturevalue(request.param)
     return built
 
 
 @pytest.fixture(params=CLASSIFICATION_REPOS)
-def classification_repo(request: pytest.FixtureRequest) -> BuiltRepo:
-    built: BuiltRepo = request.getfixturevalue(request.param)
+def classification_repo(request: pytest.FixtureRequest) -> BundledBuild:
+    built: BundledBuild = request.getfixturevalue(request.param)
     return built
 
 
-def _evaluated(repo: BuiltRepo, name: str) -> Evaluated:
+def _evaluated(repo: BundledBuild, name: str) -> Evaluated:
     return next(m for m in repo.result.models if m.name == name)
 
 
-def _card(repo: BuiltRepo, card_path: str) -> ModelCard:
+def _card(repo: BundledBuild, card_path: str) -> ModelCard:
     return load_card(repo.version_dir / card_path)
 
 
 # --- what was written ----------------------------------------------------------------------------
 
 
-def test_repository_layout_and_manifest(repo: BuiltRepo) -> None:
+def test_repository_layout_and_manifest(repo: BundledBuild) -> None:
     opts = repo.options
     assert repo.version_dir == opts.out / str(opts.dataset) / "1"
     assert (opts.out / ROOT_MARKER).is_file()
@@ -63,7 +63,7 @@ def test_repository_layout_and_manifest(repo: BuiltRepo) -> None:
     assert repo.manifest.dataset.source == f"sklearn:{opts.dataset}"
 
 
-def test_expected_tasks_classes_and_members(repo: BuiltRepo) -> None:
+def test_expected_tasks_classes_and_members(repo: BundledBuild) -> None:
     m = repo.manifest
     expected = {
         "iris": (
@@ -83,7 +83,7 @@ def test_expected_tasks_classes_and_members(repo: BuiltRepo) -> None:
     assert [x.name for x in repo.result.models if x.excluded] == []
 
 
-def test_every_member_passed_parity_and_has_a_card(repo: BuiltRepo) -> None:
+def test_every_member_passed_parity_and_has_a_card(repo: BundledBuild) -> None:
     for spec in repo.manifest.members:
         card = _card(repo, spec.card)
         assert card.name == spec.name and card.kind == "member"
@@ -101,7 +101,7 @@ def test_every_member_passed_parity_and_has_a_card(repo: BuiltRepo) -> None:
         )
 
 
-def test_every_family_got_the_same_budget(repo: BuiltRepo) -> None:
+def test_every_family_got_the_same_budget(repo: BundledBuild) -> None:
     for spec in repo.manifest.members:
         search = _card(repo, spec.card).search
         assert search is not None
@@ -110,7 +110,7 @@ def test_every_family_got_the_same_budget(repo: BuiltRepo) -> None:
         assert search.trials_run == (1 if spec.name == "dummy" else 2)
 
 
-def test_ensembles_exist_with_consistent_definitions(repo: BuiltRepo) -> None:
+def test_ensembles_exist_with_consistent_definitions(repo: BundledBuild) -> None:
     ensembles = {e.name: e for e in repo.manifest.ensembles}
     if repo.manifest.task == "regression":
         assert {n: e.strategy for n, e in ensembles.items()} == {
@@ -146,7 +146,7 @@ def test_ensembles_exist_with_consistent_definitions(repo: BuiltRepo) -> None:
     assert stack.meta_sha256 == sha256_file(repo.version_dir / stack.meta_model)
 
 
-def test_champion_and_shadows(repo: BuiltRepo) -> None:
+def test_champion_and_shadows(repo: BundledBuild) -> None:
     routing = repo.manifest.routing
     assert routing.champion != "dummy"
     assert sorted([routing.champion, *routing.shadow]) == sorted(repo.manifest.variant_names())
@@ -157,7 +157,7 @@ def test_champion_and_shadows(repo: BuiltRepo) -> None:
 # --- reading it back: the stored ONNX files reproduce the build's numbers -------------------------
 
 
-def test_members_read_from_disk_answer_as_in_the_build(repo: BuiltRepo) -> None:
+def test_members_read_from_disk_answer_as_in_the_build(repo: BundledBuild) -> None:
     names = [m.name for m in repo.manifest.members]
     for name, outputs in zip(names, repo.member_outputs(names), strict=True):
         built = _evaluated(repo, name).outputs["test"]
@@ -168,7 +168,7 @@ def test_members_read_from_disk_answer_as_in_the_build(repo: BuiltRepo) -> None:
             np.testing.assert_allclose(outputs[1], built["proba"], atol=1e-6)
 
 
-def _combine_from_disk(repo: BuiltRepo, ens: EnsembleSpec) -> dict[str, npt.NDArray[Any]]:
+def _combine_from_disk(repo: BundledBuild, ens: EnsembleSpec) -> dict[str, npt.NDArray[Any]]:
     """What the service computes for an ensemble: member ONNX outputs, then the combiner."""
     outputs = repo.member_outputs(ens.members)
     task = repo.manifest.task
@@ -197,7 +197,7 @@ def _combine_from_disk(repo: BuiltRepo, ens: EnsembleSpec) -> dict[str, npt.NDAr
     return {"labels": labels, "proba": proba}
 
 
-def test_ensembles_recomputed_from_disk_reproduce_the_build(repo: BuiltRepo) -> None:
+def test_ensembles_recomputed_from_disk_reproduce_the_build(repo: BundledBuild) -> None:
     costs = repo.result.extras["costs"]
     for ens in repo.manifest.ensembles:
         ours = _combine_from_disk(repo, ens)
@@ -215,7 +215,7 @@ def test_ensembles_recomputed_from_disk_reproduce_the_build(repo: BuiltRepo) -> 
             assert metrics[key] == pytest.approx(value, abs=2e-6), (ens.name, key)
 
 
-def test_vote_against_independent_members(classification_repo: BuiltRepo) -> None:
+def test_vote_against_independent_members(classification_repo: BundledBuild) -> None:
     repo = classification_repo
     info = repo.result.extras["vote_independence"]
     vote = next(e for e in repo.manifest.ensembles if e.name == "vote")
@@ -231,7 +231,7 @@ def test_vote_against_independent_members(classification_repo: BuiltRepo) -> Non
 # --- costs, learning curves, report --------------------------------------------------------------
 
 
-def test_cost_run_sets_decision_thresholds(cancer_repo: BuiltRepo) -> None:
+def test_cost_run_sets_decision_thresholds(cancer_repo: BundledBuild) -> None:
     repo = cancer_repo
     assert repo.result.extras["costs"] == (1.0, 5.0)
     cards = [m.card for m in repo.manifest.members] + [e.card for e in repo.manifest.ensembles]
@@ -252,7 +252,7 @@ def test_cost_run_sets_decision_thresholds(cancer_repo: BuiltRepo) -> None:
     )
 
 
-def test_runs_without_costs_have_no_thresholds(iris_repo: BuiltRepo) -> None:
+def test_runs_without_costs_have_no_thresholds(iris_repo: BundledBuild) -> None:
     cards = [m.card for m in iris_repo.manifest.members] + [e.card for e in iris_repo.manifest.ensembles]
     for path in cards:
         card = _card(iris_repo, path)
@@ -260,7 +260,7 @@ def test_runs_without_costs_have_no_thresholds(iris_repo: BuiltRepo) -> None:
         assert "cost" not in card.metrics["test"]
 
 
-def test_learning_curves_when_asked(diabetes_repo: BuiltRepo, iris_repo: BuiltRepo) -> None:
+def test_learning_curves_when_asked(diabetes_repo: BundledBuild, iris_repo: BundledBuild) -> None:
     for spec in diabetes_repo.manifest.members:
         card = _card(diabetes_repo, spec.card)
         rows = [p.train_rows for p in card.learning_curve]
@@ -273,7 +273,7 @@ def test_learning_curves_when_asked(diabetes_repo: BuiltRepo, iris_repo: BuiltRe
     assert not (iris_repo.version_dir / "plots" / "learning_curves.png").exists()
 
 
-def test_regression_stack_has_non_negative_member_weights(diabetes_repo: BuiltRepo) -> None:
+def test_regression_stack_has_non_negative_member_weights(diabetes_repo: BundledBuild) -> None:
     stack = next(e for e in diabetes_repo.manifest.ensembles if e.name == "stack")
     params = _card(diabetes_repo, stack.card).hyperparameters
     assert params["meta_model"] == "LinearRegression"
@@ -281,7 +281,7 @@ def test_regression_stack_has_non_negative_member_weights(diabetes_repo: BuiltRe
     assert all(c >= 0 for c in params["coefficients"])
 
 
-def test_report_and_plots(repo: BuiltRepo) -> None:
+def test_report_and_plots(repo: BundledBuild) -> None:
     vdir = repo.version_dir
     plots = {"pareto.png", "error_correlation.png"}
     plots.add("residuals.png" if repo.manifest.task == "regression" else "confusion_matrix.png")
@@ -301,7 +301,7 @@ def test_report_and_plots(repo: BuiltRepo) -> None:
     assert "Equal search budget" in markdown and "ONNX parity" in markdown
 
 
-def test_a_second_build_publishes_version_two(iris_repo: BuiltRepo, tmp_path: Path) -> None:
+def test_a_second_build_publishes_version_two(iris_repo: BundledBuild, tmp_path: Path) -> None:
     root = tmp_path / "models"
     shutil.copytree(iris_repo.options.out, root)
     result = run_build(

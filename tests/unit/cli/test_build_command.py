@@ -1,42 +1,32 @@
 """`gateway build`: bad input exits 2 with one line on stderr and writes nothing; good input builds.
 
-Most cases run `cli.main.main` in-process; a few run the installed `gateway` script for real.
+Everything runs `cli.main.main` in-process; tests/e2e/test_gateway_script.py runs the installed script.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from cli.main import main
 from contract.verify import verify
-from tests.helpers import mixed_frame, tree_snapshot
+from tests.helpers import mixed_frame, tree_snapshot, write_csv
 
-GATEWAY = Path(sys.executable).parent / "gateway"
 ERROR_PREFIX = "gateway build: error: "
-
-
-def _csv(tmp_path: Path, frame: pd.DataFrame, name: str = "table.csv") -> str:
-    path = tmp_path / name
-    frame.to_csv(path, index=False)
-    return str(path)
 
 
 def _one_class(tmp_path: Path) -> list[str]:
     frame = mixed_frame(60).assign(label="pos")
-    return ["--data", _csv(tmp_path, frame), "--target", "label"]
+    return ["--data", write_csv(tmp_path, frame), "--target", "label"]
 
 
 def _too_few_rows(tmp_path: Path) -> list[str]:
-    return ["--data", _csv(tmp_path, mixed_frame(30)), "--target", "label"]
+    return ["--data", write_csv(tmp_path, mixed_frame(30)), "--target", "label"]
 
 
 def _text_regression(tmp_path: Path) -> list[str]:
-    return ["--data", _csv(tmp_path, mixed_frame(60)), "--target", "label", "--task", "regression"]
+    return ["--data", write_csv(tmp_path, mixed_frame(60)), "--target", "label", "--task", "regression"]
 
 
 def _empty_file(tmp_path: Path) -> list[str]:
@@ -62,11 +52,11 @@ BAD_INPUT = {
     ),
     "unknown dataset": (lambda t: ["--dataset", "mnist"], "--dataset: unknown dataset 'mnist'"),
     "missing target": (
-        lambda t: ["--data", _csv(t, mixed_frame(60)), "--target", "churned"],
+        lambda t: ["--data", write_csv(t, mixed_frame(60)), "--target", "churned"],
         "--target: column 'churned' not found",
     ),
     "no target with --data": (
-        lambda t: ["--data", _csv(t, mixed_frame(60))],
+        lambda t: ["--data", write_csv(t, mixed_frame(60))],
         "--target: required with --data",
     ),
     "one-class target": (_one_class, "expected at least 2 classes, got 1"),
@@ -162,40 +152,6 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "models").exists()
 
 
-# --- the installed script, for real --------------------------------------------------------------
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(GATEWAY), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def test_script_refuses_an_unknown_family(tmp_path: Path) -> None:
-    proc = _run(["build", "--dataset", "iris", "--families", "unicorn", "--out", "models"], tmp_path)
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith(f"{ERROR_PREFIX}--families: unknown family 'unicorn'; expected some of ")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_script_leaves_a_foreign_out_directory_unchanged(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me\n")
-    before = tree_snapshot(out)
-    csv = _csv(tmp_path, mixed_frame(80))
-
-    proc = _run(["build", "--data", csv, "--target", "label", "--out", str(out)], tmp_path)
-
-    assert proc.returncode == 2
-    assert len(proc.stderr.splitlines()) == 1
-    assert "is not a model repository" in proc.stderr
-    assert tree_snapshot(out) == before
-
-
 # --- a good build ---------------------------------------------------------------------------------
 
 
@@ -203,7 +159,7 @@ def test_script_leaves_a_foreign_out_directory_unchanged(tmp_path: Path) -> None
 def test_a_good_build_prints_progress_and_the_leaderboard(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csv = _csv(tmp_path, mixed_frame().drop(columns=["grade", "amount"]), "churn table.csv")
+    csv = write_csv(tmp_path, mixed_frame().drop(columns=["grade", "amount"]), "churn table.csv")
     out = tmp_path / "models"
     args = ["build", "--data", csv, "--target", "label", "--out", str(out), "--budget", "1"]
     args += ["--families", "tree", "--no-learning-curves", "--jobs", "1", "--cv-folds", "2"]

@@ -18,11 +18,17 @@ import pytest
 from service.core.gateway import Gateway
 from service.recording.process import OffloadExecutor
 from service.settings import Settings
-from tests.service.conftest import ROOT, BuiltRepo, ledger_rows, sample
+from tests.helpers import ROOT, BuiltRepo, ledger_rows, sample
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every test here is about the evaluator process."""
+    return settings.model_copy(update={"evaluator_process": True})
 
 
 def offloaded(gateway: Gateway) -> OffloadExecutor:
-    assert isinstance(gateway.shadow, OffloadExecutor), "the evaluator process is the default"
+    assert isinstance(gateway.shadow, OffloadExecutor), "the evaluator process is on"
     return gateway.shadow
 
 

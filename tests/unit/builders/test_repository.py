@@ -12,7 +12,7 @@ from builders.errors import BuildError
 from builders.repository import check_root, existing_versions, publish, staging
 from contract.manifest import MANIFEST_FILE, ROOT_MARKER
 from contract.verify import RepositoryError, load_manifest, resolve_version, sha256_file, verify
-from tests.helpers import BuiltRepo, sha, stage_tiny_version, tree_snapshot
+from tests.helpers import BundledBuild, sha, stage_tiny_version, tree_snapshot
 
 
 def _leftovers(model_dir: Path) -> list[str]:
@@ -151,7 +151,7 @@ def test_verify_detects_an_invalid_manifest(tiny_version: Path) -> None:
 
 
 @pytest.mark.slow
-def test_verify_detects_tampering_in_a_built_repository(iris_repo: BuiltRepo, tmp_path: Path) -> None:
+def test_verify_detects_tampering_in_a_built_repository(iris_repo: BundledBuild, tmp_path: Path) -> None:
     copy = tmp_path / "iris" / "1"
     shutil.copytree(iris_repo.version_dir, copy)
     assert verify(copy) == iris_repo.manifest

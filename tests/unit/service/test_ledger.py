@@ -5,15 +5,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
-import pytest
 
 from contract.outputs import Output
 from service.ledger.store import Entry, Ledger, transaction
-from tests.service.conftest import BuiltRepo, start_server, stop_server
+from tests.helpers import ledger_count
 
 
 def entry(rid: str, rows: int = 2, created_at: float | None = None) -> Entry:
@@ -60,21 +57,16 @@ def test_a_batch_entry_records_each_request_with_its_own_served_answer(tmp_path:
     assert docs[("y", 1)] == ("b", {"b": (0, 0.3, "served"), "c": (1, 0.6, "member")})
 
 
-def count(path: Path, where: str = "1=1") -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute(f"SELECT COUNT(*) FROM predictions WHERE {where}").fetchone()[0])
-
-
 def test_flush_and_graceful_close_write_everything(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=30)
     for i in range(5):
         assert ledger.record(entry(f"r{i}"))
     assert ledger.flush(5)
-    assert count(ledger.path) == 5 * 2  # one row per request row, all variants in it
+    assert ledger_count(ledger.path) == 5 * 2  # one row per request row, all variants in it
     for i in range(5, 9):
         ledger.record(entry(f"r{i}"))
     ledger.close()  # long interval: only the graceful stop writes these
-    assert count(ledger.path) == 9 * 2
+    assert ledger_count(ledger.path) == 9 * 2
 
 
 def test_a_full_queue_drops_and_counts_without_blocking_the_caller(tmp_path: Path) -> None:
@@ -87,7 +79,7 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_caller(tmp_path: Pat
     assert time.monotonic() - start < 0.1
     assert ledger.dropped == 1
     ledger.close()
-    assert count(ledger.path) == 2 * 2
+    assert ledger_count(ledger.path) == 2 * 2
 
 
 def test_duplicate_request_ids_keep_the_first_record(tmp_path: Path) -> None:
@@ -95,7 +87,7 @@ def test_duplicate_request_ids_keep_the_first_record(tmp_path: Path) -> None:
     ledger.record(entry("same", rows=1))
     ledger.record(entry("same", rows=1))
     ledger.close()
-    assert count(ledger.path) == 1
+    assert ledger_count(ledger.path) == 1
 
 
 def test_retention_deletes_old_unlabelled_rows_only(tmp_path: Path) -> None:
@@ -126,55 +118,3 @@ def test_row_cap_keeps_the_newest(tmp_path: Path) -> None:
     ids = {r for (r,) in sqlite3.connect(ledger.path).execute("SELECT DISTINCT request_id FROM predictions")}
     assert ids == {"r3", "r4"}
     ledger.close()
-
-
-def _send(url: str, records: list[dict[str, Any]], prefix: str, n: int) -> None:
-    with httpx.Client(base_url=url, timeout=10) as c:
-        for i in range(n):
-            r = c.post("/predict", json={"records": records[:1], "request_id": f"{prefix}-{i}"})
-            assert r.status_code == 200, r.text
-
-
-@pytest.mark.slow
-def test_graceful_stop_loses_nothing(
-    built_repo: BuiltRepo, feature_records: list[dict[str, Any]], tmp_path: Path
-) -> None:
-    ledger = tmp_path / "ledger.sqlite"
-    server = start_server(
-        built_repo.root,
-        tmp_path / "s.log",
-        ledger=ledger,
-        extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "30"},
-    )
-    _send(server.url, feature_records, "graceful", 40)
-    stop_server(server)  # SIGTERM: the interval is 30 s, so only the shutdown flush can have written them
-    assert count(ledger) == 40
-
-
-@pytest.mark.slow
-def test_kill_9_loses_at_most_the_last_flush_interval(
-    built_repo: BuiltRepo, feature_records: list[dict[str, Any]], tmp_path: Path
-) -> None:
-    ledger = tmp_path / "ledger.sqlite"
-    server = start_server(
-        built_repo.root,
-        tmp_path / "s.log",
-        ledger=ledger,
-        extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "0.5"},
-    )
-    _send(server.url, feature_records, "early", 50)
-    time.sleep(1.5)  # three flush intervals: all of these are committed
-    _send(server.url, feature_records, "late", 20)
-    server.managed.kill()  # the arbiter and its workers, by PID, at once
-    early = count(ledger, "request_id LIKE 'early-%'")
-    late = count(ledger, "request_id LIKE 'late-%'")
-    print(f"kill -9: early requests recorded {early}/50, last-interval requests recorded {late}/20")
-    assert early == 50
-    # Everything that survived can still be joined after a restart.
-    server = start_server(built_repo.root, tmp_path / "s2.log", ledger=ledger)
-    try:
-        labels = [{"request_id": f"early-{i}", "row": 0, "label": "stay"} for i in range(50)]
-        r = httpx.post(f"{server.url}/feedback", json={"labels": labels}, timeout=30)
-        assert r.json()["joined"] == 50
-    finally:
-        stop_server(server)

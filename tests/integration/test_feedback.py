@@ -13,7 +13,7 @@ import pytest
 
 from service import metrics
 from service.core.gateway import Gateway
-from tests.service.conftest import BuiltRepo, sample
+from tests.helpers import BuiltRepo, sample
 
 
 def predict(client: Any, records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

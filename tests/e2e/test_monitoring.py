@@ -27,7 +27,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.procs import Managed, free_port
-from tests.service.conftest import ROOT, BuiltRepo, Server, start_server, stop_server
+from tests.helpers import ROOT, BuiltRepo, Server, start_server, stop_server
 
 MONITORING = ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING / "prometheus.yml"

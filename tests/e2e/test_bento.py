@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from cli.procs import Managed, free_port
-from tests.service.conftest import ROOT, BuiltRepo
+from tests.helpers import ROOT, BuiltRepo
 
 pytestmark = pytest.mark.slow
 

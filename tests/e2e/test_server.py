@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import ROOT, BuiltRepo, Server
+from tests.helpers import ROOT, BuiltRepo, Server
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,65 @@
+"""The ledger of a real `bentoml serve`: a graceful stop loses nothing, a kill -9 at most the last flush."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import BuiltRepo, ledger_count, start_server, stop_server
+
+
+def _send(url: str, records: list[dict[str, Any]], prefix: str, n: int) -> None:
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for i in range(n):
+            r = c.post("/predict", json={"records": records[:1], "request_id": f"{prefix}-{i}"})
+            assert r.status_code == 200, r.text
+
+
+@pytest.mark.slow
+def test_graceful_stop_loses_nothing(
+    built_repo: BuiltRepo, feature_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    server = start_server(
+        built_repo.root,
+        tmp_path / "s.log",
+        ledger=ledger,
+        extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "30"},
+    )
+    _send(server.url, feature_records, "graceful", 40)
+    stop_server(server)  # SIGTERM: the interval is 30 s, so only the shutdown flush can have written them
+    assert ledger_count(ledger) == 40
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_the_last_flush_interval(
+    built_repo: BuiltRepo, feature_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    server = start_server(
+        built_repo.root,
+        tmp_path / "s.log",
+        ledger=ledger,
+        extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "0.5"},
+    )
+    _send(server.url, feature_records, "early", 50)
+    time.sleep(1.5)  # three flush intervals: all of these are committed
+    _send(server.url, feature_records, "late", 20)
+    server.managed.kill()  # the arbiter and its workers, by PID, at once
+    early = ledger_count(ledger, "request_id LIKE 'early-%'")
+    late = ledger_count(ledger, "request_id LIKE 'late-%'")
+    print(f"kill -9: early requests recorded {early}/50, last-interval requests recorded {late}/20")
+    assert early == 50
+    # Everything that survived can still be joined after a restart.
+    server = start_server(built_repo.root, tmp_path / "s2.log", ledger=ledger)
+    try:
+        labels = [{"request_id": f"early-{i}", "row": 0, "label": "stay"} for i in range(50)]
+        r = httpx.post(f"{server.url}/feedback", json={"labels": labels}, timeout=30)
+        assert r.json()["joined"] == 50
+    finally:
+        stop_server(server)
+
