@@ -1,6 +1,8 @@
 """Ensemble combiners over member outputs, shared by builders (offline) and the service (online).
 
-Exact semantics, matching scikit-learn's VotingClassifier / VotingRegressor / StackingClassifier:
+:func:`combine` is the one dispatch both sides call: a strategy and the members' outputs in, the
+ensemble's output out. Exact semantics, matching scikit-learn's VotingClassifier / VotingRegressor /
+StackingClassifier:
 
 - hard vote: weighted count of member labels per class, then argmax; ties go to the lowest class index;
 - soft average: weighted mean of member probabilities, then argmax (ties to the lowest index);
@@ -13,11 +15,14 @@ numpy only: the serving image must not need scikit-learn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from contract.manifest import Strategy, Task
+from contract.outputs import Output, from_graph
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.integer]
@@ -108,3 +113,46 @@ def apply_threshold(probabilities: FloatArray, threshold: float | None) -> npt.N
     if threshold is None or proba.shape[1] != 2:
         return proba.argmax(axis=1).astype(np.int64)
     return (proba[:, 1] >= threshold).astype(np.int64)
+
+
+MetaModel = Callable[[npt.NDArray[np.float32]], Sequence[Any]]
+"""Runs a stacking meta-model on its features and returns the graph's raw outputs ([label,
+probabilities], or [variable]): an onnxruntime session's ``run`` in practice, timed by the service."""
+
+
+def combine(
+    strategy: Strategy,
+    members: Sequence[Output],
+    *,
+    task: Task,
+    n_classes: int,
+    weights: Sequence[float] | None = None,
+    threshold: float | None = None,
+    meta: MetaModel | None = None,
+) -> Output:
+    """An ensemble's output from its members' outputs (members in manifest order).
+
+    A binary decision threshold applies to soft averages and stacking (their probabilities are what a
+    threshold was chosen on); a hard vote's shares are counts, not probabilities, and take none."""
+    if task == "regression":
+        values = [m.values for m in members]
+        if strategy == "stack":
+            if meta is None:
+                raise ValueError("stack: expected a meta-model")
+            return from_graph(meta(stack_features(values, task)), task)
+        if strategy != "mean":
+            raise ValueError(f"regression: expected strategy 'mean' or 'stack', got {strategy!r}")
+        return Output(values=np.asarray(mean(values, weights), dtype=np.float64))
+    if strategy == "hard_vote":
+        labels, shares = hard_vote(
+            [m.raw_labels if m.raw_labels is not None else m.labels for m in members], n_classes, weights
+        )
+        return Output(labels=labels, proba=shares)
+    if strategy == "stack":
+        if meta is None:
+            raise ValueError("stack: expected a meta-model")
+        return from_graph(meta(stack_features([m.proba for m in members], task)), task, threshold)
+    if strategy != "soft_average":
+        raise ValueError(f"{task}: expected strategy 'hard_vote', 'soft_average' or 'stack', got {strategy!r}")
+    _, proba = soft_average([m.proba for m in members], weights)
+    return Output(labels=apply_threshold(proba, threshold), proba=proba)
