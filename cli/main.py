@@ -31,7 +31,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; argparse exits 2 on usage errors, commands return 2 on bad input."""
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()
+    except ModuleNotFoundError as exc:  # a serving-only install: the tools' libraries are an extra
+        print(
+            f"gateway: the command-line tools need {exc.name}: pip install 'ensemble-gateway[tools]'",
+            file=sys.stderr,
+        )
+        return 2
+    args = parser.parse_args(argv)
     if args.command == "build":
         from cli import build
 

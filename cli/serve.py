@@ -33,16 +33,21 @@ def server_env(
     ledger: Path | None = None,
     base: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment for a `bentoml serve` child process of the gateway."""
+    """Environment for a `bentoml serve` child process of the gateway: GATEWAY_* names come from the
+    settings object (service.settings.environment), never written by hand."""
+    from service.settings import Settings, environment
+
     env = dict(os.environ if base is None else base)
-    env["GATEWAY_REPOSITORY"] = str(repository.resolve())
+    values: dict[str, object] = {"repository": repository.resolve()}
     if admin_token:
-        env["GATEWAY_ADMIN_TOKEN"] = admin_token
+        values["admin_token"] = admin_token
     if ledger is not None:
-        env["GATEWAY_LEDGER_PATH"] = str(ledger.resolve())
+        values["ledger_path"] = ledger.resolve()
+    env.update(environment(**values))
     # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir when it starts, so two gateways
     # sharing a home would zero or mix each other's counters: each ledger gets its own home.
-    ledger_path = Path(env.get("GATEWAY_LEDGER_PATH", ".gateway/ledger.sqlite")).resolve()
+    variable = next(iter(environment(ledger_path=Path("x"))))
+    ledger_path = Path(env.get(variable) or Settings.model_fields["ledger_path"].default).resolve()
     env.setdefault("BENTOML_HOME", str(ledger_path.parent / f".bentoml-{ledger_path.stem}"))
     env["BENTOML_CONFIG_OPTIONS"] = f"services.{SERVICE_NAME}.workers={workers}"
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")

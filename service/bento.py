@@ -6,27 +6,31 @@ Start with `gateway serve` (which verifies the repository first) or
 
 from __future__ import annotations
 
+import logging
+
 import bentoml
 
-from service import patches as tuning
+from service import patches
 from service.core.gateway import Gateway
 from service.http.app import build_app
 from service.http.hot import HotRoutesMiddleware
 from service.settings import Settings
 
-tuning.patch_timeout_middleware()
-tuning.bypass_tracing_for_hot_routes()
+log = logging.getLogger(__name__)
+
+PATCHES = patches.apply_all()
+SETTINGS = Settings()
 
 # One Gateway per worker process: the app must exist at import time for @bentoml.asgi_app, the
 # repository is loaded in __init__ (not at import, so `bentoml build` stays cheap).
-gateway = Gateway(Settings())
+gateway = Gateway(SETTINGS)
 app = build_app(gateway)
 
 
 @bentoml.service(
     name="ensemble_gateway",
     workers=1,
-    traffic={"timeout": 30},
+    traffic={"timeout": SETTINGS.request_timeout_s},
     # Our own /metrics replaces BentoML's per-request metrics middleware; no access log or tracing
     # spans on the hot routes (each costs more than an ONNX run).
     logging={"access": {"enabled": False}},
@@ -39,7 +43,10 @@ class EnsembleGateway:
 
     def __init__(self) -> None:
         gateway.load()
-        tuning.freeze_heap(gateway.settings.gc_thresholds)
+        patches.freeze_heap(gateway.settings.gc_thresholds)
+        for result in PATCHES.values():
+            if not result.applied:  # said again once logging is set up in the worker
+                log.warning("patch %s did NOT apply: %s", result.name, result.reason)
 
     def __is_ready__(self) -> bool:
         return gateway.ready

@@ -8,18 +8,11 @@ aggregates them with the multiprocess collector.
 
 from __future__ import annotations
 
-import bisect
-import logging
 import os
-import threading
-from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-
-log = logging.getLogger(__name__)
 
 MODEL = "model"
 VARIANT = "variant"
@@ -59,44 +52,12 @@ DROP_REASONS = ("shadow_queue_full", "shadow_timeout", "shadow_failed", "ledger_
 
 # ONNX runs of these models take tens of microseconds: the client's default buckets start at 5 ms.
 INFERENCE_BUCKETS = (
-    1e-5,
-    2.5e-5,
-    5e-5,
-    7.5e-5,
-    1e-4,
-    2.5e-4,
-    5e-4,
-    7.5e-4,
-    1e-3,
-    2.5e-3,
-    5e-3,
-    1e-2,
-    2.5e-2,
-    5e-2,
-    0.1,
-    0.5,
-    1.0,
+    1e-5, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
+    0.1, 0.5, 1.0,
 )
 REQUEST_BUCKETS = (
-    5e-5,
-    1e-4,
-    2.5e-4,
-    5e-4,
-    7.5e-4,
-    1e-3,
-    1.5e-3,
-    2e-3,
-    3e-3,
-    5e-3,
-    7.5e-3,
-    1e-2,
-    2.5e-2,
-    5e-2,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
+    5e-5, 1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+    0.25, 0.5, 1.0, 2.5,
 )
 DELAY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400)
 
@@ -207,6 +168,13 @@ MODEL_INFO = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+PATCH_APPLIED = Gauge(
+    "gateway_patch_applied",
+    "1 for each patch of a dependency's private code that applied at start, 0 for one that did not",
+    ["patch"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 ROUTING_ROLE = Gauge(
     "gateway_routing_role",
     "1 for each model's current routing role (champion, challenger, shadow)",
@@ -214,107 +182,6 @@ ROUTING_ROLE = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
-
-
-FLUSH_INTERVAL_S = 0.25
-"""How often queued hot-path updates reach the (multiprocess) values; /metrics of this process flushes
-first, so a scrape never misses an update made before it in the same worker."""
-_PENDING: deque[tuple[Any, float, bool]] = deque()
-_FLUSH_LOCK = threading.Lock()
-_flusher: threading.Thread | None = None
-_NEVER = threading.Event()
-"""Never set: the flusher waits on it (an event wait, which profilers count as idle)."""
-
-
-class Queued:
-    """A labelled child whose updates are queued and applied in bulk by :func:`flush`.
-
-    In multiprocess mode every ``inc`` and ``observe`` takes a lock, checks the pid and writes an
-    mmap'ed value: ~45 µs a request for the 5 updates a prediction makes. Appending to a deque costs
-    well under a microsecond, and the flush aggregates (one write per series per interval)."""
-
-    __slots__ = ("child",)
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-
-    def inc(self, amount: float = 1.0) -> None:
-        if amount < 0:
-            raise ValueError("counters only go up")
-        if _flusher is None:  # started on first use: importing the service (bentoml build) starts none
-            _ensure_flusher()
-        _PENDING.append((self.child, amount, False))
-
-    def observe(self, amount: float) -> None:
-        if _flusher is None:
-            _ensure_flusher()
-        _PENDING.append((self.child, amount, True))
-
-
-def flush() -> int:
-    """Apply every queued update; returns how many there were."""
-    with _FLUSH_LOCK:
-        counters: dict[Any, float] = {}
-        histograms: dict[Any, tuple[list[float], list[int]]] = {}
-        n = 0
-        while True:
-            try:
-                child, amount, observed = _PENDING.popleft()
-            except IndexError:
-                break
-            n += 1
-            if not observed:
-                counters[child] = counters.get(child, 0.0) + amount
-                continue
-            agg = histograms.get(child)
-            if agg is None:
-                agg = histograms[child] = ([0.0], [0] * len(child._upper_bounds))
-            agg[0][0] += amount
-            # The first bucket whose upper bound is >= amount, as Histogram.observe counts it.
-            agg[1][bisect.bisect_left(child._upper_bounds, amount)] += 1
-        for child, total in counters.items():
-            child.inc(total)
-        for child, (total_sum, counts) in histograms.items():
-            # Histogram children keep one (non-cumulative) value per bucket plus the sum; writing
-            # them in bulk is what observe() does one observation at a time (prometheus_client 0.26).
-            child._sum.inc(total_sum[0])
-            for i, count in enumerate(counts):
-                if count:
-                    child._buckets[i].inc(count)
-        return n
-
-
-def _flush_forever() -> None:
-    while not _NEVER.wait(FLUSH_INTERVAL_S):
-        try:
-            flush()
-        except Exception:  # pragma: no cover - a metric bug must not stop the flusher
-            log.exception("metrics flush failed")
-
-
-def _ensure_flusher() -> None:
-    global _flusher
-    if _flusher is None:
-        with _FLUSH_LOCK:
-            if _flusher is None:
-                _flusher = threading.Thread(target=_flush_forever, name="gateway-metrics", daemon=True)
-                _flusher.start()
-
-
-class Children:
-    """Labelled children resolved once per loaded repository (`.labels()` is costly on the hot path),
-    their updates queued (see :class:`Queued`)."""
-
-    def __init__(self, models: Iterable[str], timed: Iterable[str] | None = None) -> None:
-        names = list(models)
-        precreate(names, timed)
-        self.inference = {m: Queued(INFERENCE_SECONDS.labels(m)) for m in (names if timed is None else timed)}
-        self.predictions = {(m, r): Queued(PREDICTIONS.labels(m, r)) for m in names for r in ROLES}
-        self.disagreement = {m: Queued(DISAGREEMENT.labels(m)) for m in names}
-        self.compared = {m: Queued(COMPARED.labels(m)) for m in names}
-        self.request = {(m, p): Queued(REQUEST_SECONDS.labels(m, p)) for m in names for p in ("json", "oip")}
-        self.dropped = {r: Queued(DROPPED.labels(r)) for r in DROP_REASONS}
-        self.served_rows = Queued(SERVED_ROWS)
 
 
 def precreate(models: Iterable[str], timed: Iterable[str] | None = None) -> None:
@@ -345,10 +212,10 @@ def precreate(models: Iterable[str], timed: Iterable[str] | None = None) -> None
 
 
 def exposition() -> tuple[bytes, str]:
-    """The /metrics body: this process's registry, or every worker's when running multiprocess."""
+    """The /metrics body: this process's registry, or every worker's when running multiprocess (the
+    caller flushes queued updates first: service.metric_queue.flush)."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    flush()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and os.path.isdir(directory):
         registry = CollectorRegistry()

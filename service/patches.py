@@ -1,26 +1,45 @@
-"""Process-level tuning for the serving worker: garbage collector, BentoML's timeout timers, and the
-hot routes (service.http.hot) skipping BentoML's timeout and tracing layers.
+"""Patches of dependencies' private code, each checked: it applies only to the shape it was written
+for, says so loudly when it does not (a warning at start, ``gateway_patch_applied{patch} 0``), and
+tests/unit/service/test_patches.py pins that every patch applies to the pinned BentoML.
 
-BentoML 1.4's TimeoutMiddleware schedules one ``loop.call_later(timeout)`` per request and never
-cancels it, so every request's timer, future and closures stay alive for the whole timeout (30 s):
-at thousands of requests a second the heap fills with them and full collections pause the worker for
-100-180 ms. We cancel each timer as soon as its request finishes, and freeze the long-lived heap
-(sessions, modules) after loading so collections stop rescanning it.
+- ``bentoml_timeout_timer``: BentoML 1.4's TimeoutMiddleware schedules one
+  ``loop.call_later(timeout)`` per request and never cancels it, so every request's timer, future and
+  closures stay alive for the whole timeout (30 s): at thousands of requests a second the heap fills
+  with them and full collections pause the worker for 100-180 ms. The patch cancels each timer as soon
+  as its request finishes, and lets the hot routes skip the layer altogether: their work is bounded
+  (body size, rows per request) and synchronous, so a timer could not interrupt it, only cost a task
+  and a timer per request.
+- ``otel_hot_routes``: the hot routes skip OpenTelemetry's ASGI middleware. They are excluded from
+  tracing anyway (``tracing.excluded_urls``), but the middleware still rebuilt and regex-matched each
+  request's URL to find that out.
 
-The hot routes skip the timeout layer altogether: their work is bounded (body size, rows per
-request) and synchronous, so a timer could not interrupt it, only cost a task and a timer per request.
+Also here: freezing the long-lived heap after loading, so collections stop rescanning it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from service import metrics
 from service.http.hot import is_hot
 
 log = logging.getLogger(__name__)
+MARK = "_gateway_patched"
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """Whether one patch applied, and why not when it did not."""
+
+    name: str
+    applied: bool
+    reason: str = ""
 
 
 def freeze_heap(thresholds: tuple[int, int, int]) -> None:
@@ -31,16 +50,28 @@ def freeze_heap(thresholds: tuple[int, int, int]) -> None:
     gc.set_threshold(*thresholds)
 
 
-def patch_timeout_middleware() -> bool:
-    """Make BentoML's TimeoutMiddleware cancel its timer when the request ends; False if the
-    middleware is not the shape we know (then it is left alone)."""
+def _source(fn: Any) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
+
+
+def patch_timeout_middleware() -> PatchResult:
+    """Cancel BentoML's per-request timeout timer when the request ends; hot routes skip it."""
+    name = "bentoml_timeout_timer"
     try:
         from bentoml._internal.server.http import traffic
-    except ImportError:  # pragma: no cover
-        return False
+    except ImportError as exc:
+        return PatchResult(name, False, f"cannot import bentoml's traffic module: {exc}")
     cls: Any = getattr(traffic, "TimeoutMiddleware", None)
-    if cls is None or getattr(cls, "_gateway_patched", False) or not hasattr(cls, "_set_timer_out"):
-        return False
+    if cls is None:
+        return PatchResult(name, False, "bentoml has no TimeoutMiddleware")
+    if getattr(cls, MARK, False):
+        return PatchResult(name, True)
+    source = _source(cls.__call__)
+    if not hasattr(cls, "_set_timer_out") or "call_later" not in source or "self.timeout" not in source:
+        return PatchResult(name, False, "TimeoutMiddleware is not the shape this patch was written for")
     from starlette.responses import JSONResponse
 
     async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -71,22 +102,22 @@ def patch_timeout_middleware() -> bool:
             handle.cancel()
 
     cls.__call__ = __call__
-    cls._gateway_patched = True
-    return True
+    setattr(cls, MARK, True)
+    return _verified(name, cls, __call__)
 
 
-def bypass_tracing_for_hot_routes() -> bool:
-    """Let the hot routes skip OpenTelemetry's ASGI middleware; False if it is not the shape we know.
-
-    They are excluded from tracing anyway (service.tracing.excluded_urls), but the middleware still
-    rebuilt and regex-matched each request's URL to find that out."""
+def bypass_tracing_for_hot_routes() -> PatchResult:
+    """Let the hot routes skip OpenTelemetry's ASGI middleware."""
+    name = "otel_hot_routes"
     try:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-    except ImportError:  # pragma: no cover
-        return False
+    except ImportError as exc:
+        return PatchResult(name, False, f"cannot import OpenTelemetry's ASGI middleware: {exc}")
     cls: Any = OpenTelemetryMiddleware
-    if getattr(cls, "_gateway_patched", False):
-        return True
+    if getattr(cls, MARK, False):
+        return PatchResult(name, True)
+    if list(inspect.signature(cls.__call__).parameters) != ["self", "scope", "receive", "send"]:
+        return PatchResult(name, False, "OpenTelemetryMiddleware.__call__ is not (scope, receive, send)")
     original = cls.__call__
 
     async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -95,5 +126,23 @@ def bypass_tracing_for_hot_routes() -> bool:
         return await original(self, scope, receive, send)
 
     cls.__call__ = __call__
-    cls._gateway_patched = True
-    return True
+    setattr(cls, MARK, True)
+    return _verified(name, cls, __call__)
+
+
+def _verified(name: str, cls: Any, fn: Callable[..., Any]) -> PatchResult:
+    if cls.__call__ is not fn:
+        return PatchResult(name, False, f"{cls.__name__}.__call__ did not take the patch")
+    return PatchResult(name, True)
+
+
+def apply_all() -> dict[str, PatchResult]:
+    """Apply every patch; warn about each one that did not apply and publish the outcome."""
+    results = {r.name: r for r in (patch_timeout_middleware(), bypass_tracing_for_hot_routes())}
+    for r in results.values():
+        metrics.PATCH_APPLIED.labels(r.name).set(1 if r.applied else 0)
+        if not r.applied:
+            log.warning(
+                "patch %s did NOT apply (%s): the gateway works, without the fix it makes", r.name, r.reason
+            )
+    return results

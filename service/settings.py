@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,15 @@ class Settings(BaseSettings):
     """Unlabelled predictions older than this are deleted."""
     ledger_max_unlabelled_rows: Annotated[int, Field(ge=1000)] = 5_000_000
     """Cap on unlabelled prediction rows; the oldest beyond it are deleted."""
+    ledger_cleanup_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """How often the writer applies retention and the row cap (each run is one indexed delete)."""
+    record_queue: Annotated[int, Field(ge=1)] = 100_000
+    """Answered requests waiting to be recorded (to be shipped to the evaluator process, or in the
+    ledger writer's queue); beyond it a record is dropped and counted, never waited for."""
+    feedback_max_labels: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Largest number of labels in one /feedback request."""
+    feedback_retry_step_s: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """How often a label whose prediction is not written yet is looked up again (see below)."""
     feedback_retry_s: Annotated[float, Field(ge=0, le=10)] = 1.0
     """A label whose prediction is not in the ledger yet is looked up again (every 0.1 s) for this
     long before it is answered unknown_id: with several workers, another worker may have answered it
@@ -47,9 +57,19 @@ class Settings(BaseSettings):
     """Bounded queue of pending shadow evaluations; beyond it shadow work is dropped and counted."""
     shadow_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     """Shadow work older than this when its turn comes is dropped and counted."""
+    shadow_max_batch: Annotated[int, Field(ge=1)] = 256
+    """Most answered requests finished together on the shadow thread (threads only)."""
     shadow_gather_s: Annotated[float, Field(ge=0, le=1)] = 0.05
     """How long the shadow worker lets requests queue up before one batch: longer means fewer, larger
     onnxruntime runs (cheaper per request) and later shadow records."""
+    evaluator_restart_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    """An evaluator process that died is started again at most this often (what it never confirmed
+    is counted as evaluator_lost; meanwhile answers go on and their records are counted lost)."""
+    evaluator_batch_messages: Annotated[int, Field(ge=1)] = 16
+    """Messages already waiting that the evaluator finishes together (each is one gather window)."""
+    evaluator_keep_versions: Annotated[int, Field(ge=1)] = 2
+    """Versions the evaluator keeps loaded: the serving one and the previous one (jobs queued before
+    a reload still find their graphs)."""
     evaluator_process: bool = True
     """Shadow variants and ledger writes run in an evaluator process beside each worker, with its own
     interpreter lock (service/offload.py); false runs them on threads of the worker (an in-process
@@ -61,3 +81,28 @@ class Settings(BaseSettings):
     collections every 20k allocations instead of 700, since request garbage is short-lived."""
     intra_op_threads: Annotated[int, Field(ge=0, le=64)] = 1
     """onnxruntime threads per session (1: single rows are fastest without thread hand-offs)."""
+    metrics_flush_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.25
+    """How often queued hot-path metric updates reach the (multiprocess) values; /metrics of a worker
+    flushes first, so a scrape never misses an update made before it in the same worker."""
+    request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """BentoML's per-request timeout for the routes it serves (the hot routes are bounded by body size
+    and rows per request instead)."""
+
+
+def environment(**values: object) -> dict[str, str]:
+    """GATEWAY_* variables that give a child process these settings (field names, checked); values
+    are validated as Settings would validate them."""
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"unknown settings: {unknown}")
+    Settings.model_validate(values)
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list | tuple):
+            value = json.dumps(list(value))
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        out[ENV_PREFIX + name.upper()] = str(value)
+    return out

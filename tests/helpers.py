@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ from cli.procs import Managed, free_port
 from contract.feeds import make_feeds
 from contract.manifest import CARD_FILE, DatasetFingerprint, Manifest, ModelCard
 from contract.verify import verify
-from service import metrics
-from service.ledger.store import decode_outputs
+from service import metric_queue, metrics
+from service.ledger.schema import decode_outputs
 
 if TYPE_CHECKING:  # the service half of the suite must not need scikit-learn
     from builders.build import BuildOptions, BuildResult
@@ -294,8 +295,17 @@ class HeldOut:
 def sample(name: str, **labels: str) -> float:
     """A metric's value in this process (hot-path updates are queued: flush them first, as /metrics
     does)."""
-    metrics.flush()
+    metric_queue.flush()
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def wait_until(check: Callable[[], object], timeout_s: float, what: str, step_s: float = 0.02) -> None:
+    """Poll ``check`` until it is true; AssertionError naming ``what`` once ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(step_s)
 
 
 def ledger_count(path: Path, where: str = "1=1") -> int:
@@ -325,9 +335,12 @@ def ledger_rows(path: Path) -> dict[tuple[str, int], dict[str, tuple[int | None,
 # --- real servers -----------------------------------------------------------------------------------
 @dataclass
 class Server:
+    """A `bentoml serve` of the gateway that a test started (stop it with stop_server)."""
+
     url: str
     port: int
     managed: Managed
+    env: dict[str, str]
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -354,7 +367,7 @@ def start_server(
     managed = Managed("bentoml serve", server_command("127.0.0.1", port), log, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     managed.wait_http(f"{url}/readyz", 90)
-    return Server(url=url, port=port, managed=managed)
+    return Server(url=url, port=port, managed=managed, env=env)
 
 
 def stop_server(server: Server) -> None:

@@ -1,19 +1,24 @@
-"""Validating raw records against the manifest's input schema, and shaping answers for clients."""
+"""A prediction request, validated: one typed :class:`PredictRequest` whichever transport it came by.
+
+The JSON API (:func:`parse_predict`) and the Open Inference Protocol (service/http/oip.py, which
+builds the feeds from tensors) both end in :func:`make_request`, so request ids, routing keys,
+variants and batch limits are checked in one place, before anything is served or recorded.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from contract.feeds import MISSING_CATEGORY
-from contract.manifest import NUMERIC_INPUT, ColumnSpec, Manifest
-from contract.outputs import Output
-from service.errors import InvalidBody, InvalidField, PayloadTooLarge, describe
+from contract.manifest import NUMERIC_INPUT, Manifest
+from service.errors import InvalidField, PayloadTooLarge, describe
 
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _TEXT_TYPES: frozenset[type] = frozenset({str, type(None)})
@@ -123,29 +128,6 @@ def _raise_bad(values: list[Any], field: str, column: str, expected: str, allowe
             raise InvalidField(f"{field}[{i}].{column}", expected, describe(v))
 
 
-def rows_json(manifest: Manifest, out: Output) -> list[dict[str, Any]]:
-    """Per-row answers: label and probabilities by class, or a value."""
-    if manifest.task == "regression":
-        assert out.values is not None
-        return [{"value": v} for v in out.values.tolist()]
-    assert out.labels is not None and out.proba is not None
-    classes = [str(c) for c in manifest.classes]
-    labels = manifest.classes
-    # tolist() converts whole arrays at once: iterating numpy rows makes a numpy scalar per value.
-    return [
-        {"label": labels[lab], "probabilities": dict(zip(classes, p, strict=True))}
-        for lab, p in zip(out.labels.tolist(), out.proba.tolist(), strict=True)
-    ]
-
-
-def schema_json(columns: Sequence[ColumnSpec]) -> list[dict[str, Any]]:
-    """The input schema as clients see it."""
-    return [
-        {"name": c.name, "kind": c.kind, **({"categories": c.categories} if c.kind == "categorical" else {})}
-        for c in columns
-    ]
-
-
 def check_request_id(value: Any, field: str = "request_id") -> str:
     """Client request ids: 1-128 printable characters without spaces."""
     if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.isprintable() or " " in value:
@@ -153,18 +135,89 @@ def check_request_id(value: Any, field: str = "request_id") -> str:
     return value
 
 
-def parse_json(raw: bytes) -> Any:
-    """A request body as JSON; InvalidBody (400) for an empty or malformed one."""
-    if not raw.strip():
-        raise InvalidBody("body: expected a JSON object, got an empty body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidBody(f"body: malformed JSON ({exc}); NaN and Infinity are not JSON") from exc
+def check_routing_key(value: Any, field: str = "routing_key") -> str | None:
+    """A sticky A/B routing key: absent, or a non-empty string."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidField(field, "a non-empty string", describe(value))
+    return value
 
 
-def body_object(body: Any) -> dict[str, Any]:
-    """A JSON body that must be an object."""
-    if not isinstance(body, dict):
-        raise InvalidBody(f"body: expected a JSON object, got {describe(body)}")
-    return body
+# Generated request ids: a random per-process prefix and a counter (uuid4 costs an os.urandom call
+# per request); unique across workers and restarts.
+_ID_PREFIX = secrets.token_hex(6) + "-"
+_ID_COUNTER = itertools.count(1)
+
+
+def request_id(body_id: Any, header_id: str | None, field: str = "request_id") -> str:
+    """Client-supplied (body first, then the X-Request-ID header) or generated."""
+    if body_id is not None:
+        return check_request_id(body_id, field)
+    if header_id:
+        return check_request_id(header_id, field="X-Request-ID")
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    """A prediction request that passed every check: graph feeds, and who should answer."""
+
+    feeds: dict[str, npt.NDArray[Any]]
+    rows: int
+    request_id: str
+    variant: str | None
+    """A variant the client named ("champion" allowed; resolved by the gateway), or None to route."""
+    routing_key: str | None
+    return_members: bool = False
+
+
+def make_request(
+    feeds: dict[str, npt.NDArray[Any]],
+    rows: int,
+    *,
+    body_id: Any,
+    header_id: str | None,
+    variant: Any = None,
+    routing_key: Any = None,
+    return_members: Any = False,
+    id_field: str = "request_id",
+    key_field: str = "routing_key",
+) -> PredictRequest:
+    """The checks every transport shares."""
+    if variant is not None and not isinstance(variant, str):
+        raise InvalidField("variant", "a variant name", describe(variant))
+    if not isinstance(return_members, bool):
+        raise InvalidField("return_members", "true or false", describe(return_members))
+    return PredictRequest(
+        feeds=feeds,
+        rows=rows,
+        request_id=request_id(body_id, header_id, id_field),
+        variant=variant,
+        routing_key=check_routing_key(routing_key, key_field),
+        return_members=return_members,
+    )
+
+
+PREDICT_FIELDS = frozenset({"records", "variant", "routing_key", "request_id", "return_members"})
+
+
+def parse_predict(
+    body: Mapping[str, Any], manifest: Manifest, max_rows: int, header_id: str | None
+) -> PredictRequest:
+    """The JSON API's body (an object): {"records": [...], "variant"?, "routing_key"?, "request_id"?,
+    "return_members"?}."""
+    extra = sorted(set(body) - PREDICT_FIELDS)
+    if extra:
+        raise InvalidField(extra[0], f"one of {', '.join(sorted(PREDICT_FIELDS))}", "an unknown field")
+    if "records" not in body:
+        raise InvalidField("records", "a list of records", "no field")
+    records = body["records"]
+    feeds = records_to_feeds(manifest, records, max_rows)
+    return make_request(
+        feeds,
+        len(records),
+        body_id=body.get("request_id"),
+        header_id=header_id,
+        variant=body.get("variant"),
+        routing_key=body.get("routing_key"),
+        return_members=body.get("return_members", False),
+    )

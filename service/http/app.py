@@ -1,8 +1,8 @@
 """The HTTP surface as one Starlette app: JSON API, admin API and OIP routes.
 
-BentoML mounts it (service/service.py) beside its own /livez, /readyz and /metrics; tests can run it
-in-process. Every GatewayError becomes {"error": msg} with its status (service.http.hot.failure, shared
-with the hot routes); anything else is a bug and answers 500 with the same shape.
+BentoML mounts it (service/bento.py) beside its own /livez and /readyz; tests can run it in-process.
+Every GatewayError becomes {"error": msg} with its status (service/http/responses.py, shared with the
+hot routes); anything else is a bug and answers 500 with the same shape.
 """
 
 from __future__ import annotations
@@ -10,18 +10,15 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import metrics
+from service import metric_queue
 from service.core.gateway import Gateway
-from service.core.requests import body_object, parse_json
 from service.core.routing import parse_routing
 from service.errors import (
     AdminDisabled,
@@ -30,29 +27,18 @@ from service.errors import (
     describe,
 )
 from service.http import oip
-from service.http.hot import ClientGone, HotRoutes, failure
-from service.http.hot import read_body as hot_read_body
+from service.http.bodies import ClientGone, body_object, parse_json, read_body
+from service.http.hot import HotRoutes
+from service.http.responses import failure, json_response, status_counters
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """orjson-encoded response (numpy-aware, no schema building per request)."""
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
 def guarded(route: str, handler: Handler) -> Handler:
-    """Map GatewayError to its status (counted by reason); log and 500 anything else; count every
-    response by route and status class (the denominator of error ratios)."""
-    counters = {
-        cls: metrics.Queued(metrics.HTTP_REQUESTS.labels(route, cls)) for cls in metrics.STATUS_CLASSES
-    }
+    """Map exceptions to responses (service/http/responses.py) and count every response by route and
+    status class (the denominator of error ratios)."""
+    counters = status_counters(route)
 
     async def wrapper(request: Request) -> Response:
         try:
@@ -68,9 +54,9 @@ def guarded(route: str, handler: Handler) -> Handler:
     return wrapper
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def body_of(request: Request, limit: int) -> bytes:
     """The raw body, refusing anything over ``limit`` bytes (the hot routes' reader)."""
-    return await hot_read_body(request.scope, request.receive, limit)
+    return await read_body(request.scope, request.receive, limit)
 
 
 def build_app(gateway: Gateway) -> HotRoutes:
@@ -78,7 +64,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
     settings = gateway.settings
 
     async def feedback(request: Request) -> Response:
-        body = parse_json(await read_body(request, settings.max_body_bytes))
+        body = parse_json(await body_of(request, settings.max_body_bytes))
         return json_response(await anyio.to_thread.run_sync(gateway.feedback, body))
 
     async def compare(request: Request) -> Response:
@@ -90,7 +76,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
         return json_response(document(gateway.repo.manifest if gateway.ready else None))
 
     async def metrics_endpoint(request: Request) -> Response:
-        body, content_type = await anyio.to_thread.run_sync(metrics.exposition)
+        body, content_type = await anyio.to_thread.run_sync(metric_queue.exposition)
         return Response(body, media_type=content_type)
 
     async def models(request: Request) -> Response:
@@ -107,7 +93,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
 
     async def admin_reload(request: Request) -> Response:
         check_admin(request)
-        raw = await read_body(request, settings.max_body_bytes)
+        raw = await body_of(request, settings.max_body_bytes)
         body = body_object(parse_json(raw)) if raw.strip() else {}
         extra = sorted(set(body) - {"repository"})
         if extra:
@@ -131,7 +117,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
         check_admin(request)
         if request.method == "GET":
             return json_response(gateway.router.as_routing().model_dump(mode="json"))
-        routing = parse_routing(body_object(parse_json(await read_body(request, settings.max_body_bytes))))
+        routing = parse_routing(body_object(parse_json(await body_of(request, settings.max_body_bytes))))
         router = gateway.set_routing(routing)
         return json_response(router.as_routing().model_dump(mode="json"))
 

@@ -14,15 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from contract.manifest import Manifest
 from service import metrics
 from service.errors import InvalidField, PayloadTooLarge, describe
-from service.ledger.store import connect, decode_outputs, transaction
-
-MAX_ITEMS = 10_000
+from service.ledger.schema import connect, decode_outputs, transaction
+from service.settings import Settings
 
 
 @dataclass
@@ -39,7 +37,7 @@ class FeedbackResult:
         return out
 
 
-def parse_items(body: Any) -> list[Any]:
+def parse_items(body: Any, max_items: int) -> list[Any]:
     """One item, a list of items, or {"labels": [...]}."""
     if isinstance(body, dict) and "labels" in body:
         if set(body) != {"labels"}:
@@ -52,8 +50,8 @@ def parse_items(body: Any) -> list[Any]:
         items = body
     if not isinstance(items, list) or not items:
         raise InvalidField("labels", "a non-empty list of {request_id, row, label}", describe(items))
-    if len(items) > MAX_ITEMS:
-        raise PayloadTooLarge(f"labels: expected at most {MAX_ITEMS} items, got {len(items)}")
+    if len(items) > max_items:
+        raise PayloadTooLarge(f"labels: expected at most {max_items} items, got {len(items)}")
     return items
 
 
@@ -95,24 +93,25 @@ def _check_item(item: Any, i: int, manifest: Manifest) -> tuple[str, int, int | 
     return rid, row, parsed[0], parsed[1]
 
 
-RETRY_STEP_S = 0.1
 
 
 class FeedbackStore:
     """Label joins against the ledger's database; safe to call from several threads."""
 
-    def __init__(self, path: Path, flush: Callable[[], object], retry_unknown_s: float = 0.0) -> None:
+    def __init__(self, settings: Settings, flush: Callable[[], object]) -> None:
         self._flush = flush
         """Commits every prediction answered so far by this worker (wherever the ledger is written)."""
-        self._retry_unknown_s = retry_unknown_s
-        """How long to keep looking (every 0.1 s) for predictions not found: another worker (or
-        replica) may have answered them and not written them yet."""
-        self._conn = connect(path)
+        self._max_items = settings.feedback_max_labels
+        self._retry_unknown_s = settings.feedback_retry_s
+        """How long to keep looking (every feedback_retry_step_s) for predictions not found: another
+        worker (or replica) may have answered them and not written them yet."""
+        self._retry_step_s = settings.feedback_retry_step_s
+        self._conn = connect(settings.ledger_path)
         self._lock = threading.Lock()
         """One connection, used by one thread at a time."""
 
     def submit(self, manifest: Manifest, body: Any) -> FeedbackResult:
-        items = parse_items(body)
+        items = parse_items(body, self._max_items)
         result = FeedbackResult()
         valid: list[tuple[int, str, int, int | None, float | None]] = []
         for i, item in enumerate(items):
@@ -134,7 +133,7 @@ class FeedbackStore:
                 if not missing:
                     break
                 # Without the lock: other labels join meanwhile.
-                time.sleep(min(RETRY_STEP_S, max(deadline - time.monotonic(), 0.0)))
+                time.sleep(min(self._retry_step_s, max(deadline - time.monotonic(), 0.0)))
         for outcome, n in result.counts.items():
             metrics.LABELS.labels(outcome).inc(n)
         return result

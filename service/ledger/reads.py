@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from service.ledger.store import decode_outputs
+from service.ledger.schema import decode_outputs
 from service.stats.compare import Outcomes
 
 

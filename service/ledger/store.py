@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,33 +22,10 @@ import numpy as np
 import orjson
 
 from contract.outputs import Output
+from service.ledger.schema import ROLE_CODES, connect, transaction
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    served TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    outputs TEXT NOT NULL,
-    PRIMARY KEY (request_id, row_index)
-);
-CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
-CREATE TABLE IF NOT EXISTS labels (
-    request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    label_index INTEGER,
-    value DOUBLE PRECISION,
-    received_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (request_id, row_index)
-);
-"""
-ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
-ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -69,29 +43,6 @@ class Entry:
     version: int
     created_at: float
     outputs: dict[str, tuple[str, Output]]
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection with WAL, a busy timeout and the schema in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.executescript(SCHEMA)
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (nothing half-written)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _columns(out: Output) -> tuple[list[Any], list[float]]:
@@ -125,11 +76,6 @@ def entry_rows(entry: Entry) -> list[tuple[Any, ...]]:
     return rows
 
 
-def decode_outputs(text: str) -> dict[str, tuple[int | None, float, str]]:
-    """variant -> (class index, score, role) from a stored outputs document."""
-    return {v: (o[0], o[1], ROLES_BY_CODE[o[2]]) for v, o in orjson.loads(text).items()}
-
-
 class Ledger:
     """Background writer of predictions; synchronous label joins live in service/feedback.py."""
 
@@ -140,9 +86,11 @@ class Ledger:
         max_queue: int = 100_000,
         retention_s: float = 7 * 86400,
         max_unlabelled_rows: int = 5_000_000,
+        cleanup_interval_s: float = 60.0,
     ) -> None:
         self.path = path
         self.flush_interval_s = flush_interval_s
+        self.cleanup_interval_s = cleanup_interval_s
         self.retention_s = retention_s
         self.max_unlabelled_rows = max_unlabelled_rows
         self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
@@ -207,7 +155,7 @@ class Ledger:
                     continue
             try:
                 self._write(self._drain())
-                if time.monotonic() - self._last_cleanup > 60:
+                if time.monotonic() - self._last_cleanup > self.cleanup_interval_s:
                     self.cleanup()
             except Exception:  # keep the writer alive; the entries of this batch are logged as lost
                 log.exception("ledger write failed")
@@ -259,3 +207,17 @@ class Ledger:
         self._flush_requests.put(threading.Event())
         self._thread.join(timeout=30)
         self._conn.close()
+
+
+def open_ledger(settings: Settings) -> Ledger | None:
+    """The ledger writer these settings describe; None when the ledger is disabled."""
+    if not settings.ledger_enabled:
+        return None
+    return Ledger(
+        settings.ledger_path,
+        settings.ledger_flush_interval_s,
+        max_queue=settings.record_queue,
+        retention_s=settings.ledger_retention_s,
+        max_unlabelled_rows=settings.ledger_max_unlabelled_rows,
+        cleanup_interval_s=settings.ledger_cleanup_interval_s,
+    )

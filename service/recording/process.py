@@ -1,18 +1,18 @@
-"""Shadow evaluation and ledger writes in an evaluator process beside each worker.
+"""Recording in an evaluator process beside each worker: the worker's side.
 
 On threads of the worker, the shadow variants' and the ledger's Python work takes the interpreter lock
 from the event loop, in slices of up to 5 ms. Here the request path only appends the answered request
-to a deque; a sender thread ships what gathered every ``shadow_gather_s`` as one compact message
-(service/wire.py) over a socket pair to service/evaluator.py, which runs the shadow members, records
-everything in the ledger and sends its counts back to be applied to this worker's metrics. Measured
-side by side against threads (benchmarks/BENCHMARKS.md, `benchmarks/sidebyside.py`): single rows even
-or slightly ahead (2,408 -> 2,479 req/s over 8 rounds, max 28 -> 24 ms), 64-row batches p99 98 -> 36 ms
-and max 262 -> 142 ms at equal throughput, ~85 MB more per worker. Pickling each request's arrays
-instead (22 µs a request on the sender) had cost 9% of throughput.
+to a deque; a sender thread ships what gathered every ``shadow_gather_s`` as one compact batch
+(service/recording/wire.py) over a socket pair to service/recording/evaluator.py, which runs the shadow
+members, records everything in the ledger and sends its counts back to be applied to this worker's
+metrics. Measured side by side against threads (benchmarks/BENCHMARKS.md, `benchmarks/sidebyside.py`):
+single rows even or slightly ahead (2,408 -> 2,479 req/s over 8 rounds, max 28 -> 24 ms), 64-row
+batches p99 98 -> 36 ms and max 262 -> 142 ms at equal throughput, ~85 MB more per worker. Pickling
+each request's arrays instead (22 µs a request on the sender) had cost 9% of throughput.
 
 Nothing answered is lost silently: a job the evaluator never confirmed (it died) is counted as
 ``evaluator_lost`` and the evaluator is started again; a full queue drops shadow work first (the
-answer is still recorded) and counts both. :meth:`OffloadExecutor.barrier` returns once everything
+answer is still recorded) and counts both. :meth:`ProcessRecording.barrier` returns once everything
 submitted before it is committed to the ledger, which is what /feedback and /compare wait for.
 """
 
@@ -31,27 +31,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from service import metrics
-from service.recording.evaluator import receive, send
-from service.recording.finisher import ShadowJob
+from service.metric_queue import Series
+from service.recording.jobs import Job
+from service.recording.messages import (
+    Barrier,
+    Closed,
+    Counts,
+    CountsReport,
+    Done,
+    Jobs,
+    Load,
+    Start,
+    Stop,
+    ToEvaluator,
+    receive,
+    send,
+)
 from service.recording.wire import encode
+from service.runtime.repository import LoadedRepository
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-RESTART_BACKOFF_S = 1.0
-MAX_PENDING = 100_000
-"""Answered requests waiting to be shipped (as many as the thread-mode ledger queue holds)."""
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Control:
     """A message for the evaluator in the job stream, and the wait for its answer."""
 
-    def __init__(self, message: tuple[Any, ...], token: int | None) -> None:
+    def __init__(self, message: Load | Barrier | Stop) -> None:
         self.message = message
-        self.token = token
         self.ok = False
         self.error: str | None = None
         self.event = threading.Event()
@@ -66,6 +76,8 @@ class _Control:
 
 @dataclass(eq=False)
 class _Child:
+    """One evaluator process, the worker's end of its socket, and what it has confirmed."""
+
     proc: subprocess.Popen[bytes]
     conn: Connection
     sent: int = 0
@@ -75,59 +87,56 @@ class _Child:
     reader: threading.Thread | None = field(default=None, repr=False)
 
 
-def apply_tally(doc: dict[str, Any], children: metrics.Children) -> None:
-    """The evaluator's counts into this worker's metrics (prebuilt children where they exist; a
-    version swapped out meanwhile still gets its counts)."""
-    for (model, role), n in doc["predictions"].items():
-        (children.predictions.get((model, role)) or metrics.PREDICTIONS.labels(model, role)).inc(n)
-    for model, n in doc["disagreement"].items():
-        (children.disagreement.get(model) or metrics.DISAGREEMENT.labels(model)).inc(n)
-    for model, n in doc["compared"].items():
-        (children.compared.get(model) or metrics.COMPARED.labels(model)).inc(n)
-    for reason, n in doc["dropped"].items():
-        (children.dropped.get(reason) or metrics.DROPPED.labels(reason)).inc(n)
-    for model, seen in doc["inference"].items():
-        timer = children.inference.get(model) or metrics.INFERENCE_SECONDS.labels(model)
+def apply_counts(report: CountsReport, series: Series) -> None:
+    """The evaluator's counts into this worker's metrics (prebuilt series where they exist; a version
+    swapped out meanwhile still gets its counts)."""
+    for (model, role), n in report.predictions.items():
+        (series.predictions.get((model, role)) or metrics.PREDICTIONS.labels(model, role)).inc(n)
+    for model, n in report.disagreement.items():
+        (series.disagreement.get(model) or metrics.DISAGREEMENT.labels(model)).inc(n)
+    for model, n in report.compared.items():
+        (series.compared.get(model) or metrics.COMPARED.labels(model)).inc(n)
+    for reason, n in report.dropped.items():
+        (series.dropped.get(reason) or metrics.DROPPED.labels(reason)).inc(n)
+    for model, seen in report.inference.items():
+        timer = series.inference.get(model) or metrics.INFERENCE_SECONDS.labels(model)
         for seconds in seen:
             timer.observe(seconds)
 
 
-class OffloadExecutor:
-    """The worker's side: a bounded deque, a sender thread, the evaluator process and its reader."""
+class ProcessRecording:
+    """The Recording protocol over an evaluator process: a bounded deque, a sender thread, the
+    process and a reader of its answers."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        apply: Callable[[dict[str, Any]], None],
-        on_drop: Callable[[str, int], None],
-    ) -> None:
+    def __init__(self, settings: Settings, series: Callable[[], Series]) -> None:
         self.settings = settings
-        self._apply = apply
-        self._on_drop = on_drop
-        self._pending: collections.deque[tuple[float, ShadowJob] | _Control] = collections.deque()
+        self._series = series
+        self._pending: collections.deque[Job | _Control] = collections.deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._child: _Child | None = None
-        self._last_start = -RESTART_BACKOFF_S
+        self._last_start = -settings.evaluator_restart_backoff_s
         self._tokens = itertools.count(1)
         self._waiters: dict[int, _Control] = {}
         self._stopping = False
 
     # --- the request path ------------------------------------------------------------------------
-    def submit(self, job: ShadowJob) -> bool:
+    def submit(self, job: Job) -> bool:
         """Queue an answered request; never blocks. Shadow work is shed first when the evaluator
         falls behind (the answer is still recorded); False when even the record cannot be kept."""
+        if not job.shadow and not self.settings.ledger_enabled:
+            return True  # nothing owed: no shadow work, nothing to record
         if self._thread is None:
             self._ensure_thread()
         waiting = len(self._pending)
-        if waiting >= MAX_PENDING:
-            self._on_drop("ledger_queue_full", 1)
+        if waiting >= self.settings.record_queue:
+            self._drop("ledger_queue_full", 1)
             return False
         if job.shadow and waiting >= self.settings.shadow_queue:
-            self._on_drop("shadow_queue_full", 1)
-            job = ShadowJob(job.served, {}, ())
-        self._pending.append((time.monotonic() + self.settings.shadow_timeout_s, job))
+            self._drop("shadow_queue_full", 1)
+            job = job.without_shadow()
+        self._pending.append(job)
         return True
 
     # --- waits -----------------------------------------------------------------------------------
@@ -135,27 +144,23 @@ class OffloadExecutor:
         """True once everything submitted before this call is recorded and committed."""
         if self._thread is None:
             return True
-        return self._control(("barrier",), timeout_s)
+        return self._control(Barrier(next(self._tokens)), timeout_s)
 
-    def drain(self, timeout_s: float = 10.0) -> bool:
-        return self.barrier(timeout_s)
-
-    def prepare(self, path: Path, timeout_s: float = 120.0) -> bool:
-        """Have the evaluator load a repository version before it is served (no drops at a swap)."""
+    def prepare(self, repo: LoadedRepository, timeout_s: float = 120.0) -> bool:
+        """Have the evaluator load a version before it is served (no drops at a swap)."""
         self._ensure_thread()
-        return self._control(("load", str(path)), timeout_s)
+        return self._control(Load(next(self._tokens), str(repo.path)), timeout_s)
 
-    def _control(self, message: tuple[Any, ...], timeout_s: float) -> bool:
-        token = next(self._tokens)
-        control = _Control((message[0], token, *message[1:]), token)
+    def _control(self, message: Load | Barrier, timeout_s: float) -> bool:
+        control = _Control(message)
         self._pending.append(control)
         self._wake.set()
         ok = control.wait(timeout_s)
         if control.error:
-            log.error("evaluator: %s failed: %s", message[0], control.error)
+            log.error("evaluator: %s failed: %s", type(message).__name__, control.error)
         return ok
 
-    # --- the sender --------------------------------------------------------------------------------
+    # --- the sender ------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
         # Started on first use, so importing the service (bentoml build) starts nothing.
         with self._lock:
@@ -186,8 +191,8 @@ class OffloadExecutor:
             if self._stopping and not self._pending:
                 return
 
-    def _deliver(self, items: list[tuple[float, ShadowJob] | _Control]) -> None:
-        jobs: list[tuple[float, ShadowJob]] = []
+    def _deliver(self, items: list[Job | _Control]) -> None:
+        jobs: list[Job] = []
         for item in items:
             if isinstance(item, _Control):
                 self._send_jobs(jobs)
@@ -197,50 +202,49 @@ class OffloadExecutor:
                 jobs.append(item)
         self._send_jobs(jobs)
 
-    def _send_jobs(self, jobs: list[tuple[float, ShadowJob]]) -> None:
+    def _send_jobs(self, jobs: list[Job]) -> None:
         if not jobs:
             return
         child = self._live_child()
         if child is None:
             self._count_lost(len(jobs))
             return
-        metas, arrays = encode(jobs)
         try:
-            send(child.conn, ("jobs", metas, arrays))
-            child.sent += len(metas)
+            send(child.conn, Jobs(encode(jobs)))
+            child.sent += len(jobs)
         except OSError:
-            self._count_lost(len(metas))
+            self._count_lost(len(jobs))
             self._lose(child)
 
     def _send_control(self, control: _Control) -> None:
-        if control.message[0] == "stop":
+        message = control.message
+        if isinstance(message, Stop):
             child = self._child
             if child is not None:
-                try:
-                    send(child.conn, control.message)
-                except OSError:
-                    self._lose(child)
+                self._send(child, message)
             return
         child = self._live_child()
         if child is None:
             control.finish(False, "the evaluator process is not running")
             return
-        assert control.token is not None
         with self._lock:
-            self._waiters[control.token] = control
+            self._waiters[message.token] = control
+        self._send(child, message)
+
+    def _send(self, child: _Child, message: ToEvaluator) -> None:
         try:
-            send(child.conn, control.message)
+            send(child.conn, message)
         except OSError:
             self._lose(child)
 
-    # --- the process ---------------------------------------------------------------------------------
+    # --- the process -----------------------------------------------------------------------------
     def _live_child(self) -> _Child | None:
         child = self._child
         if child is not None and not child.lost:
             return child
         if self._stopping:
             return None
-        wait = self._last_start + RESTART_BACKOFF_S - time.monotonic()
+        wait = self._last_start + self.settings.evaluator_restart_backoff_s - time.monotonic()
         if wait > 0:  # a crash loop must not spin: queued work waits (bounded) meanwhile
             time.sleep(wait)
         self._last_start = time.monotonic()
@@ -271,7 +275,7 @@ class OffloadExecutor:
             theirs.close()
         conn = Connection(ours.detach())
         child = _Child(proc, conn)
-        send(conn, ("settings", self.settings))
+        send(conn, Start(self.settings))
         child.reader = threading.Thread(
             target=self._read_forever, args=(child,), name="gateway-offload-reader", daemon=True
         )
@@ -285,20 +289,18 @@ class OffloadExecutor:
                 message = receive(child.conn)
             except (EOFError, OSError):
                 break
-            kind = message[0]
-            if kind == "tally":
-                doc = message[1]
-                child.acked += doc["jobs"]
+            if isinstance(message, Counts):
+                child.acked += message.report.jobs
                 try:
-                    self._apply(doc)
+                    apply_counts(message.report, self._series())
                 except Exception:  # a metric bug must not stop the reader
                     log.exception("applying the evaluator's counts failed")
-            elif kind == "done":
+            elif isinstance(message, Done):
                 with self._lock:
-                    control = self._waiters.pop(message[1], None)
+                    control = self._waiters.pop(message.token, None)
                 if control is not None:
-                    control.finish(message[2] is None, message[2])
-            elif kind == "closed":
+                    control.finish(message.error is None, message.error)
+            elif isinstance(message, Closed):
                 child.closed = True
                 break
         if not child.closed:
@@ -329,9 +331,12 @@ class OffloadExecutor:
         )
         child.conn.close()
 
+    def _drop(self, reason: str, n: int) -> None:
+        metrics.DROPPED.labels(reason).inc(n)
+
     def _count_lost(self, n: int) -> None:
         if n > 0:
-            self._on_drop("evaluator_lost", n)
+            self._drop("evaluator_lost", n)
 
     @property
     def pid(self) -> int | None:
@@ -344,7 +349,7 @@ class OffloadExecutor:
         if self._thread is None:
             return
         self._stopping = True
-        self._pending.append(_Control(("stop",), None))
+        self._pending.append(_Control(Stop()))
         self._wake.set()
         self._thread.join(timeout_s)
         child = self._child

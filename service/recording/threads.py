@@ -1,4 +1,5 @@
-"""Shadow work off the request path: a bounded queue, one worker thread, batches.
+"""Recording on threads of the worker: a bounded queue, one shadow thread, batches; the ledger's own
+writer thread.
 
 The worker takes every job waiting (up to ``max_batch``) and hands them to the handler together:
 an onnxruntime run costs about the same for 1 row as for 64, so batching the shadow members of many
@@ -17,18 +18,24 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from service.ledger.store import open_ledger
+from service.metric_queue import Series
+from service.recording.finisher import Finisher
+from service.recording.jobs import Job, Recorder
+from service.runtime.repository import LoadedRepository
+from service.settings import Settings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ShadowExecutor(Generic[T]):
+class ShadowThread(Generic[T]):
     """Feeds queued jobs, in batches, to ``handler`` on one daemon thread, within a deadline."""
 
     def __init__(
         self,
         handler: Callable[[list[T], list[T]], None],
         maxsize: int,
-        timeout_s: float,
         on_full: Callable[[], None] = lambda: None,
         max_batch: int = 256,
         gather_s: float = 0.05,
@@ -37,7 +44,6 @@ class ShadowExecutor(Generic[T]):
         self._handler = handler
         self._on_full = on_full
         self._queue: queue.Queue[tuple[float, T | threading.Event] | None] = queue.Queue(maxsize=maxsize)
-        self._timeout = timeout_s
         self._max_batch = max_batch
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -49,12 +55,13 @@ class ShadowExecutor(Generic[T]):
                 self._thread = threading.Thread(target=self._work, name="gateway-shadow", daemon=True)
                 self._thread.start()
 
-    def submit(self, job: T) -> bool:
-        """Queue a job; False (and counted) when the queue is full."""
+    def submit(self, job: T, deadline: float) -> bool:
+        """Queue a job to be handled fresh until ``deadline`` (time.monotonic()); False (and counted)
+        when the queue is full."""
         if self._thread is None:
             self._ensure_thread()
         try:
-            self._queue.put_nowait((time.monotonic() + self._timeout, job))
+            self._queue.put_nowait((deadline, job))
             return True
         except queue.Full:
             self._on_full()
@@ -133,3 +140,58 @@ class ShadowExecutor(Generic[T]):
         self.drain()
         self._queue.put(None)
         self._thread.join(timeout=5)
+
+
+class ThreadRecording:
+    """The Recording protocol on threads of this worker: jobs with shadow work (or every job, when a
+    recorder watches) go to the shadow thread in batches; the rest are recorded at once (a queue put
+    on the ledger writer's queue)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        series: Callable[[], Series],
+        recorder: Recorder | None = None,
+    ) -> None:
+        self._versions: dict[str, LoadedRepository] = {}
+        self._keep = settings.evaluator_keep_versions
+        self.ledger = open_ledger(settings)
+        self._recorder = recorder
+        self._series = series
+        self.finisher = Finisher(series, lambda: self.ledger, self._versions.__getitem__, lambda: recorder)
+        self._shadow: ShadowThread[Job] = ShadowThread(
+            self._settle,
+            settings.shadow_queue,
+            on_full=lambda: series().dropped["shadow_queue_full"].inc(),
+            max_batch=settings.shadow_max_batch,
+            gather_s=settings.shadow_gather_s,
+        )
+
+    def prepare(self, repo: LoadedRepository) -> bool:
+        """Keep the version's graphs for its jobs (and the previous version's, for jobs queued before a
+        reload)."""
+        self._versions.pop(str(repo.path), None)
+        self._versions[str(repo.path)] = repo
+        while len(self._versions) > self._keep:
+            del self._versions[next(iter(self._versions))]
+        return True
+
+    def submit(self, job: Job) -> bool:
+        if (job.shadow or self._recorder is not None) and self._shadow.submit(job, job.deadline):
+            return True
+        # No shadow work (or no room for it): record what was answered right away.
+        self.finisher.record_answers([job.without_shadow()] if job.shadow else [job])
+        return True
+
+    def _settle(self, fresh: list[Job], late: list[Job]) -> None:
+        self.finisher.settle(fresh, late)
+
+    def barrier(self, timeout_s: float = 10.0) -> bool:
+        """True once everything submitted before this call is committed."""
+        ok = self._shadow.barrier(timeout_s)
+        return (self.ledger.flush(timeout_s) if self.ledger is not None else True) and ok
+
+    def close(self) -> None:
+        self._shadow.close()
+        if self.ledger is not None:
+            self.ledger.close()

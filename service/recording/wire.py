@@ -3,39 +3,24 @@
 Pickling each request's outputs and feeds costs ~22 µs a request (numpy arrays pickle one by one);
 here a batch becomes a few concatenated arrays plus one small tuple per request, and the evaluator
 slices them back (views, no copies). Encoding runs on the worker's sender thread, decoding in the
-evaluator; :func:`decode` returns exactly the arrays :func:`encode` was given (dtype and shape).
+evaluator; :func:`decode` returns the same Jobs :func:`encode` was given (arrays of the same dtype
+and shape).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from contract.outputs import Output
-from service.recording.finisher import ShadowJob
+from service.recording.jobs import Job
+from service.recording.messages import JobBatch, JobMeta
 
 FIELDS = ("labels", "proba", "values", "raw_labels")
 SAME_AS_MEMBER = -1
 """In place of the served output: it is the served variant's own member output (a member served)."""
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """One answered request, rebuilt without its repository (the evaluator loads that by path)."""
-
-    deadline: float
-    path: str
-    request_id: str
-    variant: str
-    role: str
-    rows: int
-    output: Output
-    members: dict[str, Output]
-    feeds: dict[str, npt.NDArray[Any]]
-    shadow: tuple[str, ...]
 
 
 class _Blocks:
@@ -58,33 +43,32 @@ class _Blocks:
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in self.parts]
 
 
-def encode(jobs: list[tuple[float, ShadowJob]]) -> tuple[list[tuple[Any, ...]], list[npt.NDArray[Any]]]:
-    """(one tuple per request, the concatenated arrays its outputs and feeds are slices of)."""
+def encode(jobs: list[Job]) -> JobBatch:
+    """One batch of the jobs, in order."""
     blocks = _Blocks()
-    paths: dict[int, str] = {}
 
     def put(out: Output) -> tuple[int, ...]:
         return tuple(-1 if (a := getattr(out, f)) is None else blocks.add(f, a) for f in FIELDS)
 
     metas = []
-    for deadline, job in jobs:
-        s = job.served
-        path = paths.get(id(s.repo))
-        if path is None:
-            path = paths[id(s.repo)] = str(s.repo.path)
-        members = tuple((name, put(out)) for name, out in s.members.items())
+    for j in jobs:
+        members = tuple((name, put(out)) for name, out in j.members.items())
         served: tuple[int, ...] | int = (
-            SAME_AS_MEMBER if s.members.get(s.variant) is s.output else put(s.output)
+            SAME_AS_MEMBER if j.members.get(j.variant) is j.output else put(j.output)
         )
-        feeds = tuple((k, blocks.add("feed:" + k, a)) for k, a in job.feeds.items()) if job.shadow else ()
+        feeds = tuple((k, blocks.add("feed:" + k, a)) for k, a in j.feeds.items()) if j.shadow else ()
         metas.append(
-            (deadline, path, s.request_id, s.variant, s.role, s.rows, served, members, feeds, job.shadow)
+            JobMeta(
+                j.request_id, j.variant, j.role, j.rows, j.repository, j.model, j.version,
+                served, members, feeds, j.shadow, j.deadline,
+            )
         )
-    return metas, blocks.arrays()
+    return JobBatch(metas, blocks.arrays())
 
 
-def decode(metas: list[tuple[Any, ...]], arrays: list[npt.NDArray[Any]]) -> list[Decoded]:
-    """The requests :func:`encode` packed, in order."""
+def decode(batch: JobBatch) -> list[Job]:
+    """The jobs :func:`encode` packed, in order."""
+    arrays = batch.arrays
     offsets = [0] * len(arrays)
 
     def take(index: int, rows: int) -> npt.NDArray[Any]:
@@ -97,21 +81,23 @@ def decode(metas: list[tuple[Any, ...]], arrays: list[npt.NDArray[Any]]) -> list
         return Output(labels=labels, proba=proba, values=values, raw_labels=raw)
 
     out = []
-    for deadline, path, request_id, variant, role, rows, served, members, feeds, shadow in metas:
-        member_outputs = {name: get(slots, rows) for name, slots in members}
-        output = member_outputs[variant] if served == SAME_AS_MEMBER else get(served, rows)
+    for m in batch.metas:
+        members = {name: get(slots, m.rows) for name, slots in m.members}
+        output = members[m.variant] if m.served == SAME_AS_MEMBER else get(m.served, m.rows)  # type: ignore[arg-type]
         out.append(
-            Decoded(
-                deadline=deadline,
-                path=path,
-                request_id=request_id,
-                variant=variant,
-                role=role,
-                rows=rows,
+            Job(
+                request_id=m.request_id,
+                variant=m.variant,
+                role=m.role,
+                rows=m.rows,
                 output=output,
-                members=member_outputs,
-                feeds={k: take(i, rows) for k, i in feeds},
-                shadow=shadow,
+                members=members,
+                repository=m.repository,
+                model=m.model,
+                version=m.version,
+                feeds={k: take(i, m.rows) for k, i in m.feeds},
+                shadow=m.shadow,
+                deadline=m.deadline,
             )
         )
     return out

@@ -334,9 +334,7 @@ def drive_traffic(server: Server, records: list[dict[str, Any]]) -> int:
         for content in bad:
             r = client.post("/predict", content=content, headers={"content-type": "application/json"})
             assert 400 <= r.status_code < 500, (content, r.status_code, r.text)
-        # Shadow variants are recorded after the response (milliseconds here): let them land first,
-        # which also gives the label-delay histogram a realistic second.
-        time.sleep(1.0)
+        # Shadow variants are recorded after the response: /feedback waits for them (a barrier).
         r = client.post("/feedback", json={"labels": labels})
         assert r.status_code == 200 and r.json()["joined"] == len(labels), r.text
         extra = [labels[0], {"request_id": "monitoring-unknown", "row": 0, "label": "stay"}]

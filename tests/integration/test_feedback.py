@@ -60,7 +60,7 @@ def test_feedback_scores_every_model_once(
     client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
     served = predict(client, feature_records[:1], request_id="fb-score")
-    assert gateway.shadow.drain(10)
+    assert gateway.recording.barrier(10)
     label = served["predictions"][0]["label"]
     before = {
         n: sample("gateway_feedback_total", model=n, outcome="correct")
@@ -137,7 +137,7 @@ def test_compare_on_recorded_traffic(client: Any, gateway: Gateway, built_repo: 
     records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records]
     for i in range(0, len(records), 40):
         predict(client, records[i : i + 40], request_id=f"cmp-{i}")
-    assert gateway.shadow.drain(10)
+    assert gateway.recording.barrier(10)
     labels = [{"request_id": f"cmp-{i - i % 40}", "row": i % 40, "label": y} for i, y in enumerate(truth)]
     fb = client.post("/feedback", json={"labels": labels}).json()
     assert fb["joined"] == 120, fb
@@ -161,7 +161,7 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
     """Each /compare decodes only the labels received since the previous one; the document equals one
     computed from scratch over every labelled row."""
     from service.ledger import reads
-    from service.ledger.store import connect
+    from service.ledger.schema import connect
     from service.stats.compare import compare
 
     frame = pd.read_csv(built_repo.csv).head(150)
@@ -211,10 +211,12 @@ def test_a_label_waits_briefly_for_a_prediction_another_process_has_not_written_
     import orjson
 
     from service.ledger.feedback import FeedbackStore
-    from service.ledger.store import connect
+    from service.ledger.schema import connect
 
     path = tmp_path / "shared.sqlite"
-    store = FeedbackStore(path, lambda: True, retry_unknown_s=2.0)
+    store = FeedbackStore(
+        gateway.settings.model_copy(update={"ledger_path": path, "feedback_retry_s": 2.0}), lambda: True
+    )
     manifest = gateway.repo.manifest
     label = manifest.classes[0]
 

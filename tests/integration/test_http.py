@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.core.gateway import Gateway
-from service.recording.finisher import ShadowResult
+from service.recording.jobs import Finished
 from service.settings import Settings
 from tests.helpers import ADMIN_TOKEN, BuiltRepo, HeldOut
 
@@ -223,13 +223,13 @@ def test_admin_routing_rejects_unknown_names_and_bad_weights(client: Any) -> Non
 def test_shadow_runs_every_variant_off_the_request_path(
     settings: Settings, feature_records: list[dict[str, Any]]
 ) -> None:
-    results: list[ShadowResult] = []
+    results: list[Finished] = []
     # A recorder watches shadow work done on a thread of this process (what the evaluator process
-    # does is checked through what it records: tests/service/test_offload.py).
+    # does is checked through what it records: tests/integration/test_shadow_records.py).
     gateway = Gateway(settings.model_copy(update={"evaluator_process": False}), recorder=results.append)
     gateway.load()
     _out, served = gateway.predict_json({"records": feature_records[:4]}, None)
-    assert gateway.shadow.drain(10)
+    assert gateway.recording.barrier(10)
     gateway.close()
     assert len(results) == 1
     everything = set(gateway.repo.variants)
@@ -280,9 +280,11 @@ def test_batched_shadow_equals_per_request_evaluation(
     gateway: Gateway, feature_records: list[dict[str, Any]]
 ) -> None:
     """Shadow jobs of many requests share member runs; every request still gets its own exact answers."""
-    from service.core.requests import records_to_feeds
+    from dataclasses import replace
+
+    from service.core.requests import make_request, records_to_feeds
     from service.core.routing import Router
-    from service.recording.finisher import Finisher, ShadowJob
+    from service.recording.finisher import Finisher
 
     repo = gateway.repo
     quiet = Router(champion=gateway.router.champion, challengers=(), shadow=(), shadow_fraction=0.0)
@@ -291,20 +293,13 @@ def test_batched_shadow_equals_per_request_evaluation(
     for i in range(12):
         records = feature_records[i * 2 : i * 2 + 1 + i % 2]  # 1 or 2 rows per request
         feeds = records_to_feeds(repo.manifest, records, 64)
-        served = gateway.serve(
-            repo,
-            quiet,
-            feeds,
-            len(records),
-            variant=None,
-            routing_key=None,
-            request_id=f"b-{i}",
-            return_members=False,
-        )
-        jobs.append(ShadowJob(served, feeds, others))
-    results: list[ShadowResult] = []
-    Finisher(lambda: gateway.children, lambda: None, lambda: results.append).finish(jobs)
-    assert [r.served.request_id for r in results] == [f"b-{i}" for i in range(12)]
+        request = make_request(feeds, len(records), body_id=f"b-{i}", header_id=None)
+        answered = gateway.answer(repo, quiet, request)
+        jobs.append(replace(answered, feeds=feeds, shadow=others))
+    results: list[Finished] = []
+    versions = {str(repo.path): repo}
+    Finisher(lambda: gateway.series, lambda: None, versions.__getitem__, lambda: results.append).finish(jobs)
+    assert [r.job.request_id for r in results] == [f"b-{i}" for i in range(12)]
     for job, result in zip(jobs, results, strict=True):
         alone = repo.run_members(job.feeds, [m.name for m in repo.manifest.members])
         for name in others:
@@ -356,10 +351,10 @@ def test_hot_routes_answer_wrong_methods_and_odd_paths_like_the_rest_of_the_api(
 def test_hot_route_responses_are_counted_by_route_and_status_class(
     client: Any, feature_records: list[dict[str, Any]]
 ) -> None:
-    from service import metrics
+    from service import metric_queue, metrics
 
     def count(route: str, cls: str) -> float:
-        metrics.flush()
+        metric_queue.flush()
         return (
             metrics.REGISTRY.get_sample_value(
                 "gateway_http_requests_total", {"route": route, "status_class": cls}

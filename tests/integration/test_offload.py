@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 
 from service.core.gateway import Gateway
-from service.recording.process import OffloadExecutor
+from service.recording.process import ProcessRecording
 from service.settings import Settings
-from tests.helpers import ROOT, BuiltRepo, ledger_rows, sample
+from tests.helpers import ROOT, BuiltRepo, ledger_rows, sample, wait_until
 
 
 @pytest.fixture
@@ -27,9 +26,9 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"evaluator_process": True})
 
 
-def offloaded(gateway: Gateway) -> OffloadExecutor:
-    assert isinstance(gateway.shadow, OffloadExecutor), "the evaluator process is on"
-    return gateway.shadow
+def offloaded(gateway: Gateway) -> ProcessRecording:
+    assert isinstance(gateway.recording, ProcessRecording), "the evaluator process is on"
+    return gateway.recording
 
 
 def alive(pid: int) -> bool:
@@ -39,15 +38,6 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
-
-
-def wait_until(check: Any, timeout_s: float = 10.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.02)
-    return bool(check())
 
 
 def test_a_crashed_evaluator_is_counted_and_restarted(
@@ -67,11 +57,14 @@ def test_a_crashed_evaluator_is_counted_and_restarted(
                 == 200
             )
         child = executor._child
-        assert child is not None and wait_until(lambda: child.sent >= 5)
+        assert child is not None
+        wait_until(lambda: child.sent >= 5, 10, "5 jobs shipped")
     finally:
         os.kill(old, signal.SIGKILL)
-    assert wait_until(
-        lambda: sample("gateway_dropped_work_total", reason="evaluator_lost") - lost_before == 5
+    wait_until(
+        lambda: sample("gateway_dropped_work_total", reason="evaluator_lost") - lost_before == 5,
+        10,
+        "5 jobs counted evaluator_lost",
     )
     for i in range(3):
         r = client.post("/predict", json={"records": feature_records[:2], "request_id": f"after-{i}"})
@@ -132,10 +125,10 @@ gw.load()
 record = {c.name: (1.0 if c.kind == "numeric" else "x") for c in gw.repo.manifest.inputs}
 for i in range(50):
     gw.predict_json({"records": [record], "request_id": f"orphan-{i}"}, None)
-child = gw.shadow._child
+child = gw.recording._child
 while child.sent < 50:
     time.sleep(0.01)
-print(gw.shadow.pid, flush=True)
+print(gw.recording.pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -154,7 +147,7 @@ def test_the_evaluator_flushes_and_exits_when_its_worker_dies(built_repo: BuiltR
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     pid = int(proc.stdout.split()[0])
     try:
-        assert wait_until(lambda: not alive(pid), 20), "the orphaned evaluator stopped"
+        wait_until(lambda: not alive(pid), 20, "the orphaned evaluator to stop")
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)

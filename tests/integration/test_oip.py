@@ -137,7 +137,7 @@ def test_infer_binary_tensors_both_ways(
         (lambda b: b["inputs"][0].update(data=[1, 2]), "inputs[0].data: expected 5 elements"),
         (lambda b: b["inputs"][0].update(data=["a"] * 5), "inputs[0].data: expected finite numbers"),
         (lambda b: b.update(outputs=[{"name": "nope"}]), "outputs[0].name"),
-        (lambda b: b.update(id=""), "request_id"),
+        (lambda b: b.update(id=""), "id: expected 1-128 printable"),
     ],
 )
 def test_infer_bad_tensors_are_400(

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.outputs import Output
-from service.ledger.store import Entry, Ledger, transaction
+from service.ledger.schema import transaction
+from service.ledger.store import Entry, Ledger
 from tests.helpers import ledger_count
 
 
@@ -27,7 +28,7 @@ def entry(rid: str, rows: int = 2, created_at: float | None = None) -> Entry:
 
 
 def test_a_batch_entry_records_each_request_with_its_own_served_answer(tmp_path: Path) -> None:
-    from service.ledger.store import decode_outputs
+    from service.ledger.schema import decode_outputs
 
     ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=30)
     batch = Output(labels=np.array([0, 1, 1]), proba=np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]))

@@ -138,7 +138,7 @@ def test_labelled_rows_outcomes_incremental_and_per_variant(tmp_path: Path) -> N
     import orjson
 
     from service.ledger.reads import LabelledRows
-    from service.ledger.store import connect
+    from service.ledger.schema import connect
 
     def fill(path: Path, task_rows: list[tuple[str, int, dict[str, list[Any]]]]) -> Any:
         conn = connect(path)

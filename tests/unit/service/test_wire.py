@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pickle
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from contract.outputs import Output
-from service.recording.finisher import Served, ShadowJob
+from service.recording.jobs import Job
 from service.recording.wire import decode, encode
 
 
@@ -29,10 +28,29 @@ def same(a: Output, b: Output) -> bool:
     return True
 
 
+def job(
+    i: int, variant: str, output: Output, members: dict[str, Output], repository: str, rows: int,
+    feeds: dict[str, Any], shadow: tuple[str, ...],
+) -> Job:  # fmt: skip
+    return Job(
+        request_id=f"r{i}",
+        variant=variant,
+        role="champion",
+        rows=rows,
+        output=output,
+        members=members,
+        repository=repository,
+        model="churn",
+        version=int(repository.rsplit("/", 1)[1]),
+        feeds=feeds if shadow else {},
+        shadow=shadow,
+        deadline=float(i),
+    )
+
+
 def test_round_trip_keeps_every_array_dtype_and_row() -> None:
     rng = np.random.default_rng(0)
-    old, new = SimpleNamespace(path="/repo/churn/1"), SimpleNamespace(path="/repo/churn/2")
-    jobs: list[tuple[float, ShadowJob]] = []
+    jobs: list[Job] = []
     for i in range(40):
         rows = 1 + i % 3
         member = classified(rng, rows, 2)
@@ -47,50 +65,25 @@ def test_round_trip_keeps_every_array_dtype_and_row() -> None:
             "numeric": rng.random((rows, 4)).astype(np.float32),
             "city": np.array([["paris"]] * rows, dtype=object),
         }
-        served = Served(f"r{i}", served_name, "champion", output, members, old if i < 20 else new, rows)  # type: ignore[arg-type]
-        jobs.append((float(i), ShadowJob(served, feeds, shadow)))
-    jobs.append(
-        (
-            99.0,
-            ShadowJob(
-                Served(
-                    "reg",
-                    "lin",
-                    "forced",
-                    Output(values=np.arange(3.0)),
-                    {"lin": Output(values=np.arange(3.0))},
-                    new,
-                    3,
-                ),
-                {},
-                (),
-            ),
-        )
-    )  # type: ignore[arg-type]
+        repository = "/repo/churn/1" if i < 20 else "/repo/churn/2"
+        jobs.append(job(i, served_name, output, members, repository, rows, feeds, shadow))
+    values = Output(values=np.arange(3.0))
+    jobs.append(job(99, "lin", values, {"lin": Output(values=np.arange(3.0))}, "/repo/churn/2", 3, {}, ()))
 
-    metas, arrays = encode(jobs)
-    metas, arrays = pickle.loads(pickle.dumps((metas, arrays), protocol=pickle.HIGHEST_PROTOCOL))
-    decoded = decode(metas, arrays)
+    batch = pickle.loads(pickle.dumps(encode(jobs), protocol=pickle.HIGHEST_PROTOCOL))
+    decoded = decode(batch)
 
     assert len(decoded) == len(jobs)
-    assert len(arrays) < 12, "a handful of concatenated arrays, not one per request"
-    for (deadline, job), got in zip(jobs, decoded, strict=True):
-        s = job.served
-        assert (got.deadline, got.path, got.request_id, got.variant, got.role, got.rows, got.shadow) == (
-            deadline,
-            s.repo.path,
-            s.request_id,
-            s.variant,
-            s.role,
-            s.rows,
-            job.shadow,
-        )
-        assert same(got.output, s.output)
-        assert set(got.members) == set(s.members)
-        assert all(same(got.members[n], s.members[n]) for n in s.members)
-        if job.shadow:  # feeds travel only where shadow members will run on them
-            assert set(got.feeds) == set(job.feeds)
-            for k, a in job.feeds.items():
+    assert len(batch.arrays) < 12, "a handful of concatenated arrays, not one per request"
+    scalars = ("deadline", "repository", "model", "version", "request_id", "variant", "role", "rows", "shadow")
+    for sent, got in zip(jobs, decoded, strict=True):
+        assert [getattr(got, f) for f in scalars] == [getattr(sent, f) for f in scalars]
+        assert same(got.output, sent.output)
+        assert set(got.members) == set(sent.members)
+        assert all(same(got.members[n], sent.members[n]) for n in sent.members)
+        if sent.shadow:  # feeds travel only where shadow members will run on them
+            assert set(got.feeds) == set(sent.feeds)
+            for k, a in sent.feeds.items():
                 assert got.feeds[k].dtype == a.dtype and np.array_equal(got.feeds[k], a)
         else:
             assert got.feeds == {}

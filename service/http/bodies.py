@@ -1,0 +1,59 @@
+"""Request bodies: read with a size limit (by Content-Length first), parsed as JSON with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.errors import InvalidBody, PayloadTooLarge, describe
+from service.http.types import Receive, Scope
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body: nothing to answer."""
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header's value (latin-1), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body, refusing anything over ``limit`` bytes (by Content-Length before reading)."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body: expected at most {limit} bytes, got {declared}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body: expected at most {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; InvalidBody (400) for an empty or malformed one."""
+    if not raw.strip():
+        raise InvalidBody("body: expected a JSON object, got an empty body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"body: malformed JSON ({exc}); NaN and Infinity are not JSON") from exc
+
+
+def body_object(body: Any) -> dict[str, Any]:
+    """A JSON body that must be an object."""
+    if not isinstance(body, dict):
+        raise InvalidBody(f"body: expected a JSON object, got {describe(body)}")
+    return body

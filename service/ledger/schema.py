@@ -1,0 +1,64 @@
+"""The ledger's SQL: one table of predictions (a row per request row, every variant's output in one
+document) and one of labels. Plain SQL, no SQLite-only types, so a shared database can take its place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    served TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    outputs TEXT NOT NULL,
+    PRIMARY KEY (request_id, row_index)
+);
+CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    label_index INTEGER,
+    value DOUBLE PRECISION,
+    received_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (request_id, row_index)
+);
+"""
+ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
+ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with WAL, a busy timeout and the schema in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (nothing half-written)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def decode_outputs(text: str) -> dict[str, tuple[int | None, float, str]]:
+    """variant -> (class index, score, role) from a stored outputs document."""
+    return {v: (o[0], o[1], ROLES_BY_CODE[o[2]]) for v, o in orjson.loads(text).items()}
