@@ -231,11 +231,11 @@ def collapse_profile(
 
 
 def _module_of(short_frame: str) -> str:
-    """`func (pkg/file.py)` -> `pkg` (or `service/file.py` for the gateway's own modules)."""
+    """`func (pkg/file.py)` -> `pkg` (or the path itself for the gateway's own modules: service/, contract/)."""
     _, sep, where = short_frame.partition(" (")
     where = where.rstrip(")") if sep else short_frame
     head, _, tail = where.partition("/")
-    if head == "service" or not tail:
+    if head in ("service", "contract") or not tail:
         return where
     return head
 

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from cli.compare import make_console
 from cli.procs import Managed, free_port
+from cli.replay.traffic import Plan, Schema
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DRIFT = {
@@ -83,105 +84,26 @@ def servable_version(model_dir: Path) -> tuple[Path | None, str]:
 
 
 def _run(args: argparse.Namespace, console: Console, children: list[Managed], started: float) -> int:
-    from builders import data as data_mod
-    from builders.build import BuildOptions, run_build, split_table
-    from builders.errors import BuildError
-    from cli.replay.client import ReplayError, fetch_schema
     from cli.replay.client import run as replay
-    from cli.replay.command import make_plan, print_end
-    from cli.serve import server_command, server_env
+    from cli.replay.command import print_end
+    from cli.replay.traffic import ReplayError, fetch_schema
 
     step = _stepper(console, started)
-    model_dir = args.out / args.dataset
-    version = None
-    if not args.rebuild:
-        version, problem = servable_version(model_dir)
-        if version is not None:
-            step(f"using the repository {version}")
-        elif problem:
-            step(f"the existing repository cannot be served ({problem}): building a new version")
+    version = _repository(args, console, step)
     if version is None:
-        step(f"building the default repository on {args.dataset} (equal budget for every family)")
-        try:
-            result = run_build(
-                BuildOptions(dataset=args.dataset, out=args.out),
-                progress=lambda m: console.print("  " + m, markup=False),
-            )
-        except BuildError as exc:
-            print(f"gateway demo: error: {exc}", file=sys.stderr)
-            return 2
-        version = result.path
-        step(f"wrote {version} (report: {version / 'report.html'})")
-
+        return 2
     run_dir = ROOT / ".gateway" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    port = args.port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = server_env(version, 1, ledger=run_dir / "ledger.sqlite")
-    step(f"starting the gateway on {url} (bentoml serve, ledger {run_dir / 'ledger.sqlite'})")
-    gateway = Managed(
-        "gateway", server_command("127.0.0.1", port), run_dir / "gateway.log", env=env, cwd=ROOT
-    )
-    children.append(gateway)
-    gateway.wait_http(f"{url}/readyz", 120)
-
-    prom_url = None
-    if not args.no_prometheus and shutil.which("prometheus"):
-        prom_port = free_port()
-        config = run_dir / "prometheus.yml"
-        rules = ROOT / "monitoring" / "alerts.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n"
-            + (f"rule_files:\n  - {rules}\n" if rules.is_file() else "")
-            + f"scrape_configs:\n  - job_name: ensemble-gateway\n    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{port}']\n"
-        )
-        prom = Managed(
-            "prometheus",
-            [
-                shutil.which("prometheus") or "prometheus",
-                f"--config.file={config}",
-                f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            run_dir / "prometheus.log",
-        )
-        children.append(prom)
-        prom_url = f"http://127.0.0.1:{prom_port}"
-        try:
-            prom.wait_http(f"{prom_url}/-/ready", 30)
-            step(f"Prometheus on {prom_url} scraping the gateway every 2 s")
-        except RuntimeError as exc:
-            console.print(f"Prometheus did not start, continuing without it: {exc}", markup=False)
-            prom_url = None
-    elif not args.no_prometheus:
-        step("Prometheus is not installed (apt-get install prometheus): skipping it")
-
-    # Live traffic: the held-out test rows (never seen in training), resampled with a little jitter,
-    # then a drift phase.
-    frame, target = data_mod.load_bundled(args.dataset)
-    table = data_mod.prepare(frame, target, "auto", args.dataset, "demo", "0" * 64)
-    _, _, x_test, _, _, _ = split_table(table, seed=0)
-    held_out = frame.iloc[x_test.index].reset_index(drop=True)
-    drift_spec = args.drift if args.drift is not None else DEFAULT_DRIFT.get(args.dataset)
+    url = _start_gateway(version, run_dir, args.port or free_port(), children, step)
+    prom_url = None if args.no_prometheus else _start_prometheus(url, run_dir, children, console, step)
     try:
         schema = fetch_schema(url)
-        plan = make_plan(
-            held_out,
-            schema,
-            target,
-            rows=args.rows,
-            routing_key=None,
-            drift_spec=drift_spec,
-            drift_after=0.5,
-            jitter=0.1,
-            seed=1,
-        )
+        plan, drift_spec, held_out = _traffic(args, schema)
     except ReplayError as exc:
         print(f"gateway demo: error: {exc}", file=sys.stderr)
         return 2
     step(
-        f"replaying {len(plan.records)} live requests at {args.rps:g}/s from {len(held_out)} held-out rows; "
+        f"replaying {len(plan.records)} live requests at {args.rps:g}/s from {held_out} held-out rows; "
         f"labels arrive after {args.label_delay:g}s for {args.label_fraction:.0%} of rows; "
         f"drift in the second half: {drift_spec or 'none'}"
     )
@@ -201,23 +123,131 @@ def _run(args: argparse.Namespace, console: Console, children: list[Managed], st
     )
     step("offline vs online")
     print_end(console, stats, url)
-    console.print("")
-    console.print("Where to look:", markup=False)
-    console.print(f"  {url}/compare   offline vs online, intervals, paired tests (JSON)", markup=False)
-    console.print(
-        f"  {url}/metrics   Prometheus metrics (monitoring/ has alerts and a Grafana dashboard)", markup=False
-    )
-    console.print(f"  {url}/models    members, ensembles, cards, routing", markup=False)
-    if prom_url:
-        console.print(
-            f"  {prom_url}/graph   Prometheus UI, e.g. rate(gateway_feedback_total[1m])", markup=False
-        )
-    console.print(f"  {version / 'report.html'}   the offline report", markup=False)
+    _where_to_look(console, url, prom_url, version)
     step("done" + (": servers keep running until Ctrl-C" if args.keep_running else ""))
     if args.keep_running:
         while all(c.process.poll() is None for c in children):
             time.sleep(1)
     return 0 if stats.answered else 1
+
+
+def _repository(args: argparse.Namespace, console: Console, step: Callable[[str], None]) -> Path | None:
+    """The version to serve: the newest one if it can be served, else a new build (None: bad input)."""
+    from builders.build import BuildOptions, run_build
+    from builders.errors import BuildError
+
+    model_dir = args.out / args.dataset
+    if not args.rebuild:
+        version, problem = servable_version(model_dir)
+        if version is not None:
+            step(f"using the repository {version}")
+            return version
+        if problem:
+            step(f"the existing repository cannot be served ({problem}): building a new version")
+    step(f"building the default repository on {args.dataset} (equal budget for every family)")
+    try:
+        result = run_build(
+            BuildOptions(dataset=args.dataset, out=args.out),
+            progress=lambda m: console.print("  " + m, markup=False),
+        )
+    except BuildError as exc:
+        print(f"gateway demo: error: {exc}", file=sys.stderr)
+        return None
+    step(f"wrote {result.path} (report: {result.path / 'report.html'})")
+    return result.path
+
+
+def _start_gateway(
+    version: Path, run_dir: Path, port: int, children: list[Managed], step: Callable[[str], None]
+) -> str:
+    from cli.serve import server_command, server_env
+
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(version, 1, ledger=run_dir / "ledger.sqlite")
+    step(f"starting the gateway on {url} (bentoml serve, ledger {run_dir / 'ledger.sqlite'})")
+    gateway = Managed("gateway", server_command("127.0.0.1", port), run_dir / "gateway.log", env=env, cwd=ROOT)
+    children.append(gateway)
+    gateway.wait_http(f"{url}/readyz", 120)
+    return url
+
+
+def _start_prometheus(
+    url: str, run_dir: Path, children: list[Managed], console: Console, step: Callable[[str], None]
+) -> str | None:
+    """A Prometheus scraping the gateway every 2 s with the alert rules, when one is installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        step("Prometheus is not installed (apt-get install prometheus): skipping it")
+        return None
+    prom_port = free_port()
+    config = run_dir / "prometheus.yml"
+    rules = ROOT / "monitoring" / "alerts.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n"
+        + (f"rule_files:\n  - {rules}\n" if rules.is_file() else "")
+        + "scrape_configs:\n  - job_name: ensemble-gateway\n    static_configs:\n"
+        f"      - targets: ['{url.removeprefix('http://')}']\n"
+    )
+    prom = Managed(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        run_dir / "prometheus.log",
+    )
+    children.append(prom)
+    prom_url = f"http://127.0.0.1:{prom_port}"
+    try:
+        prom.wait_http(f"{prom_url}/-/ready", 30)
+    except RuntimeError as exc:
+        console.print(f"Prometheus did not start, continuing without it: {exc}", markup=False)
+        return None
+    step(f"Prometheus on {prom_url} scraping the gateway every 2 s")
+    return prom_url
+
+
+def _traffic(args: argparse.Namespace, schema: Schema) -> tuple[Plan, str | None, int]:
+    """Live traffic: the held-out test rows (never seen in training), resampled with a little jitter,
+    then a drift phase. Returns (plan, drift spec, held-out rows)."""
+    from builders import data as data_mod
+    from builders.build import split_table
+    from cli.replay.command import make_plan
+
+    frame, target = data_mod.load_bundled(args.dataset)
+    table = data_mod.prepare(frame, target, "auto", args.dataset, "demo", "0" * 64)
+    _, _, x_test, _, _, _ = split_table(table, seed=0)
+    held_out = frame.iloc[x_test.index].reset_index(drop=True)
+    drift_spec = args.drift if args.drift is not None else DEFAULT_DRIFT.get(args.dataset)
+    plan = make_plan(
+        held_out,
+        schema,
+        target,
+        rows=args.rows,
+        routing_key=None,
+        drift_spec=drift_spec,
+        drift_after=0.5,
+        jitter=0.1,
+        seed=1,
+    )
+    return plan, drift_spec, len(held_out)
+
+
+def _where_to_look(console: Console, url: str, prom_url: str | None, version: Path) -> None:
+    lines = [
+        "",
+        "Where to look:",
+        f"  {url}/compare   offline vs online, intervals, paired tests (JSON)",
+        f"  {url}/metrics   Prometheus metrics (monitoring/ has alerts and a Grafana dashboard)",
+        f"  {url}/models    members, ensembles, cards, routing",
+    ]
+    if prom_url:
+        lines.append(f"  {prom_url}/graph   Prometheus UI, e.g. rate(gateway_feedback_total[1m])")
+    lines.append(f"  {version / 'report.html'}   the offline report")
+    for line in lines:
+        console.print(line, markup=False)
 
 
 def _stepper(console: Console, started: float) -> Callable[[str], None]:

@@ -4,7 +4,7 @@
     python monitoring/build_dashboard.py --check   # exit 1 if the checked-in JSON is stale
 
 The JSON is what Grafana imports; this script is where it is edited, so panel ids and positions stay
-consistent. Every query runs against a real gateway and Prometheus in tests/service/test_monitoring.py.
+consistent. Every query runs against a real gateway and Prometheus in tests/e2e/test_monitoring.py.
 Metric names and labels: service/metrics.py.
 """
 

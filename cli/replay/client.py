@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import struct
 import time
 import uuid
 from collections import Counter
@@ -21,13 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
-import pandas as pd
 
-REQUEST_TIMEOUT_S = 5.0
-
-
-class ReplayError(Exception):
-    """Bad replay input (table, columns, options) or a server we cannot describe: exit code 2."""
+from cli.replay.traffic import REQUEST_TIMEOUT_S, Plan, Schema, oip_body
 
 
 @dataclass
@@ -61,79 +55,103 @@ class ReplayStats:
         )
 
 
-@dataclass
-class Schema:
-    """What the server expects, from GET /models."""
-
-    model: str
-    task: str
-    inputs: list[dict[str, Any]]
-    classes: list[Any]
+Pending = tuple[float, int, str, Any, Any]
+"""A label held back: (due time, sequence, request id, true label, the served answer)."""
 
 
-def fetch_schema(url: str) -> Schema:
-    """GET /models; a server we cannot reach or read is a ReplayError."""
-    try:
-        r = httpx.get(f"{url}/models", timeout=REQUEST_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        raise ReplayError(f"--url {url}: cannot reach the gateway ({type(exc).__name__})") from exc
-    if r.status_code != 200:
-        raise ReplayError(f"--url {url}: GET /models answered {r.status_code}: {r.text[:200]}")
-    body = r.json()
-    return Schema(model=body["model"], task=body["task"], inputs=body["inputs"], classes=body["classes"])
+class _Replay:
+    """One replay's state: the plan, the client, the labels held back, the counts."""
 
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        plan: Plan,
+        schema: Schema,
+        *,
+        label_delay: float,
+        label_fraction: float,
+        oip: bool,
+        seed: int,
+    ) -> None:
+        self.client, self.plan, self.schema = client, plan, schema
+        self.label_delay, self.label_fraction, self.oip = label_delay, label_fraction, oip
+        self.rng = np.random.default_rng(seed)
+        self.stats = ReplayStats()
+        self.pending: list[Pending] = []
+        self.run_id = uuid.uuid4().hex[:8]
 
-def records_from(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
-    """JSON records with exactly the schema's columns (NaN -> null)."""
-    missing = [c["name"] for c in schema.inputs if c["name"] not in frame.columns]
-    if missing:
-        raise ReplayError(f"--data: column {missing[0]!r} of the model's input schema is not in the table")
-    out = []
-    cols = [(c["name"], c["kind"]) for c in schema.inputs]
-    values = {name: frame[name].tolist() for name, _ in cols}
-    for i in range(len(frame)):
-        rec: dict[str, Any] = {}
-        for name, kind in cols:
-            v = values[name][i]
-            if v is None or (isinstance(v, float) and v != v):
-                rec[name] = None
-            elif kind == "numeric":
-                rec[name] = float(v)
-            else:
-                rec[name] = str(v)
-        out.append(rec)
-    return out
+    async def _post(self, i: int, rid: str) -> httpx.Response:
+        rec = self.plan.records[i % len(self.plan.records)]
+        if self.oip:
+            body, headers = oip_body(rec, self.schema, rid)
+            return await self.client.post(f"/v2/models/{self.schema.model}/infer", content=body, headers=headers)
+        payload: dict[str, Any] = {"records": [rec], "request_id": rid}
+        key = self.plan.keys[i % len(self.plan.keys)]
+        if key is not None:
+            payload["routing_key"] = key
+        return await self.client.post(
+            "/predict", content=orjson.dumps(payload), headers={"content-type": "application/json"}
+        )
 
+    async def send_one(self, i: int) -> None:
+        """One row as one request; its label held back for later (for label_fraction of rows)."""
+        rid = f"replay-{self.run_id}-{i}"
+        stats = self.stats
+        stats.sent += 1
+        try:
+            r = await self._post(i, rid)
+        except httpx.ConnectError:
+            stats.errors["refused"] += 1
+            return
+        except httpx.TimeoutException:
+            stats.errors["timeout"] += 1
+            return
+        except httpx.HTTPError as exc:
+            stats.errors[type(exc).__name__] += 1
+            return
+        if r.status_code >= 400:
+            stats.errors["5xx" if r.status_code >= 500 else "4xx"] += 1
+            return
+        stats.answered += 1
+        variant, answer = _served_answer(r, self.oip)
+        stats.variants[variant] += 1
+        if self.rng.random() < self.label_fraction:
+            label = self.plan.labels[i % len(self.plan.labels)]
+            heapq.heappush(self.pending, (time.monotonic() + self.label_delay, i, rid, label, answer))
 
-def oip_body(record: dict[str, Any], schema: Schema, request_id: str) -> tuple[bytes, dict[str, str]]:
-    """One row as an OIP request: numbers as binary FP32 (NaN = missing), text as JSON BYTES."""
-    inputs, blobs = [], []
-    for c in schema.inputs:
-        v = record[c["name"]]
-        if c["kind"] == "numeric":
-            blob = struct.pack("<f", float("nan") if v is None else v)
-            inputs.append(
-                {
-                    "name": c["name"],
-                    "shape": [1, 1],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(blob)},
-                }
+    async def post_due(self, force: bool = False) -> None:
+        """Post the labels whose delay has passed (all of them with ``force``), up to 2,000 at once."""
+        now = time.monotonic()
+        due: list[Pending] = []
+        while self.pending and (force or self.pending[0][0] <= now) and len(due) < 2000:
+            due.append(heapq.heappop(self.pending))
+        if not due:
+            return
+        labels = [{"request_id": rid, "row": 0, "label": _jsonable(label)} for _, _, rid, label, _ in due]
+        stats = self.stats
+        try:
+            r = await self.client.post(
+                "/feedback",
+                content=orjson.dumps({"labels": labels}),
+                headers={"content-type": "application/json"},
+                timeout=30,
             )
-            blobs.append(blob)
-        else:
-            inputs.append({"name": c["name"], "shape": [1, 1], "datatype": "BYTES", "data": [v or ""]})
-    head = orjson.dumps({"id": request_id, "inputs": inputs})
-    return head + b"".join(blobs), {"Inference-Header-Content-Length": str(len(head))}
-
-
-@dataclass
-class Plan:
-    """Rows to send, in order, with their labels and routing keys."""
-
-    records: list[dict[str, Any]]
-    labels: list[Any]
-    keys: list[str | None]
+        except httpx.HTTPError as exc:
+            stats.errors[f"feedback {type(exc).__name__}"] += 1
+            return
+        if r.status_code != 200:
+            stats.errors[f"feedback {r.status_code}"] += 1
+            return
+        counts = r.json()
+        stats.labels_posted += len(labels)
+        stats.labels_joined += counts.get("joined", 0)
+        stats.labels_rejected += counts.get("invalid_label", 0) + counts.get("unknown_id", 0)
+        for _, _, _, label, served in due:
+            stats.scored += 1
+            if self.schema.task == "regression":
+                stats.abs_error += abs(float(served) - float(label))
+            else:
+                stats.correct += str(served) == str(label)
 
 
 async def run(
@@ -151,60 +169,19 @@ async def run(
     progress: Callable[[ReplayStats], None] | None = None,
     progress_every: float = 2.0,
 ) -> ReplayStats:
-    """Send the plan; post labels after the delay; return the counts."""
-    rng = np.random.default_rng(seed)
-    stats = ReplayStats()
-    pending: list[tuple[float, int, str, Any, Any]] = []  # (due, seq, request_id, label, served label)
-    run_id = uuid.uuid4().hex[:8]
+    """Send the plan at ``rps`` from ``concurrency`` senders; post labels after the delay; return the
+    counts. Every wait is bounded, so a replay always ends."""
     started = time.monotonic()
     total = len(plan.records)
     deadline = started + (duration if duration is not None else total / rps + 60)
     next_index = 0
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
+        replay = _Replay(
+            client, plan, schema, label_delay=label_delay, label_fraction=label_fraction, oip=oip, seed=seed
+        )
 
-        async def send_one(i: int) -> None:
-            rid = f"replay-{run_id}-{i}"
-            rec = plan.records[i % total]
-            stats.sent += 1
-            try:
-                if oip:
-                    body, headers = oip_body(rec, schema, rid)
-                    r = await client.post(f"/v2/models/{schema.model}/infer", content=body, headers=headers)
-                else:
-                    payload: dict[str, Any] = {"records": [rec], "request_id": rid}
-                    key = plan.keys[i % total]
-                    if key is not None:
-                        payload["routing_key"] = key
-                    r = await client.post(
-                        "/predict",
-                        content=orjson.dumps(payload),
-                        headers={"content-type": "application/json"},
-                    )
-            except httpx.ConnectError:
-                stats.errors["refused"] += 1
-                return
-            except httpx.TimeoutException:
-                stats.errors["timeout"] += 1
-                return
-            except httpx.HTTPError as exc:
-                stats.errors[type(exc).__name__] += 1
-                return
-            if r.status_code >= 500:
-                stats.errors["5xx"] += 1
-                return
-            if r.status_code >= 400:
-                stats.errors["4xx"] += 1
-                return
-            stats.answered += 1
-            served = _served_answer(r, oip)
-            stats.variants[served[0]] += 1
-            if rng.random() < label_fraction:
-                heapq.heappush(
-                    pending, (time.monotonic() + label_delay, i, rid, plan.labels[i % total], served[1])
-                )
-
-        async def worker() -> None:
+        async def sender() -> None:
             nonlocal next_index
             while True:
                 i = next_index
@@ -216,67 +193,35 @@ async def run(
                     await asyncio.sleep(wait)
                 if time.monotonic() >= deadline:
                     return
-                await send_one(i)
-
-        async def post_due(force: bool = False) -> None:
-            now = time.monotonic()
-            due: list[tuple[float, int, str, Any, Any]] = []
-            while pending and (force or pending[0][0] <= now) and len(due) < 2000:
-                due.append(heapq.heappop(pending))
-            if not due:
-                return
-            labels = [{"request_id": rid, "row": 0, "label": _jsonable(label)} for _, _, rid, label, _ in due]
-            try:
-                r = await client.post(
-                    "/feedback",
-                    content=orjson.dumps({"labels": labels}),
-                    headers={"content-type": "application/json"},
-                    timeout=30,
-                )
-            except httpx.HTTPError as exc:
-                stats.errors[f"feedback {type(exc).__name__}"] += 1
-                return
-            if r.status_code != 200:
-                stats.errors[f"feedback {r.status_code}"] += 1
-                return
-            counts = r.json()
-            stats.labels_posted += len(labels)
-            stats.labels_joined += counts.get("joined", 0)
-            stats.labels_rejected += counts.get("invalid_label", 0) + counts.get("unknown_id", 0)
-            for _, _, _, label, served_label in due:
-                stats.scored += 1
-                if schema.task == "regression":
-                    stats.abs_error += abs(float(served_label) - float(label))
-                else:
-                    stats.correct += str(served_label) == str(label)
+                await replay.send_one(i)
 
         async def labeller(done: asyncio.Event) -> None:
             last = time.monotonic()
             while not done.is_set():
                 await asyncio.sleep(0.25)
-                await post_due()
+                await replay.post_due()
                 if progress is not None and time.monotonic() - last >= progress_every:
                     last = time.monotonic()
-                    progress(stats)
+                    progress(replay.stats)
 
         done = asyncio.Event()
         label_task = asyncio.create_task(labeller(done))
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
         # Labels still held back: wait out their delay (bounded), then post whatever is left.
         end_wait = time.monotonic() + label_delay + 1
-        while pending and time.monotonic() < end_wait:
+        while replay.pending and time.monotonic() < end_wait:
             await asyncio.sleep(0.1)
         done.set()
         await label_task
-        while pending:
-            before = len(pending)
-            await post_due(force=True)
-            if len(pending) == before:
+        while replay.pending:
+            before = len(replay.pending)
+            await replay.post_due(force=True)
+            if len(replay.pending) == before:
                 break
-    stats.seconds = time.monotonic() - started
+    replay.stats.seconds = time.monotonic() - started
     if progress is not None:
-        progress(stats)
-    return stats
+        progress(replay.stats)
+    return replay.stats
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from cli.compare import make_console
 from cli.replay import drift_specs as drift
-from cli.replay.client import Plan, ReplayError, ReplayStats, Schema, fetch_schema, records_from, run
+from cli.replay.client import ReplayStats, run
+from cli.replay.traffic import Plan, ReplayError, Schema, fetch_schema, records_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,8 @@ def records_to_feeds(
     null for categorical ones; no NaN or infinity) and build the graph feeds (contract.feeds' layout).
 
     Column-wise with a type-set fast path: a clean batch costs one pass per column; the slow path
-    runs only to name the first bad value."""
+    runs only to name the first bad value. One function on purpose: it is the hot path of every JSON
+    request, and each extra call level cost ~0.3 µs of a ~9 µs single-row parse."""
     if not isinstance(records, list):
         raise InvalidField(field, "a list of records", describe(records))
     if not records:

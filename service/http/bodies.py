@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 
 from service.errors import InvalidBody, PayloadTooLarge, describe
 from service.http.types import Receive, Scope
@@ -57,3 +58,8 @@ def body_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidBody(f"body: expected a JSON object, got {describe(body)}")
     return body
+
+
+async def body_of(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes (the hot routes' reader)."""
+    return await read_body(request.scope, request.receive, limit)

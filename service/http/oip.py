@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from service.core.gateway import Gateway
 from service.core.requests import make_request
@@ -20,6 +23,7 @@ from service.http.oip_tensors import (
     encode_outputs,
     requested_outputs,
 )
+from service.http.responses import guarded, json_response
 from service.recording.jobs import Job
 
 
@@ -122,3 +126,39 @@ def infer(
         },
         job,
     )
+
+
+def oip_routes(gateway: Gateway) -> list[Route]:
+    """The OIP health and metadata routes (infer is a hot route: service/http/hot.py)."""
+
+    async def v2_live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(request: Request) -> Response:
+        return json_response({"ready": gateway.ready}, status=200 if gateway.ready else 503)
+
+    async def v2_server(request: Request) -> Response:
+        return json_response(server_metadata())
+
+    async def v2_model(request: Request) -> Response:
+        p = request.path_params
+        return json_response(model_metadata(gateway, p["model"], p.get("version")))
+
+    async def v2_model_ready(request: Request) -> Response:
+        p = request.path_params
+        ready = model_ready(gateway, p["model"], p.get("version"))
+        return json_response({"name": p["model"], "ready": ready}, status=200 if ready else 503)
+
+    return [
+        Route("/v2", guarded("oip_metadata", v2_server), methods=["GET"]),
+        Route("/v2/health/live", guarded("oip_health", v2_live), methods=["GET"]),
+        Route("/v2/health/ready", guarded("oip_health", v2_ready), methods=["GET"]),
+        Route("/v2/models/{model}", guarded("oip_metadata", v2_model), methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}", guarded("oip_metadata", v2_model), methods=["GET"]),
+        Route("/v2/models/{model}/ready", guarded("oip_health", v2_model_ready), methods=["GET"]),
+        Route(
+            "/v2/models/{model}/versions/{version}/ready",
+            guarded("oip_health", v2_model_ready),
+            methods=["GET"],
+        ),
+    ]

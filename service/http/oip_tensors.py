@@ -125,7 +125,8 @@ def _column_tensor(
 def decode_request(
     manifest: Manifest, max_rows: int, body: bytes, headers: dict[str, str]
 ) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Parse an infer request into (request JSON, feeds, rows)."""
+    """Parse an infer request into (request JSON, feeds, rows): every input's name, shape, binary
+    chunk and data checked in order, so the first error names its input (one pass, kept whole)."""
     request, rest = _split_body(body, headers)
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:

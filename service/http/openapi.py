@@ -101,7 +101,9 @@ def _json(name: str) -> dict[str, Any]:
 
 
 def document(manifest: Manifest | None = None) -> dict[str, Any]:
-    """OpenAPI 3.1 for /predict, /feedback, /compare, /models (OIP follows its own published spec)."""
+    """OpenAPI 3.1 for /predict, /feedback, /compare, /models (OIP follows its own published spec).
+
+    Long because most of it is the document itself, a literal read top to bottom."""
     models: list[type[BaseModel]] = [
         PredictRequest,
         PredictResponse,

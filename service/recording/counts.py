@@ -1,11 +1,13 @@
-"""The evaluator process's counts: what its finisher counted, kept as plain numbers and sent back to
-the worker (which owns the Prometheus metrics) after every batch."""
+"""The evaluator process's counts: what its finisher counted, kept as plain numbers, sent back to the
+worker after every batch and applied there to the Prometheus metrics (:func:`apply_counts`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
 
+from service import metrics
+from service.metric_queue import Series
 from service.recording.messages import CountsReport
 
 
@@ -67,3 +69,20 @@ class EvaluatorCounts:
             t.seen = []
         self.jobs = 0
         return report
+
+
+def apply_counts(report: CountsReport, series: Series) -> None:
+    """The evaluator's counts into this worker's metrics (prebuilt series where they exist; a version
+    swapped out meanwhile still gets its counts)."""
+    for (model, role), n in report.predictions.items():
+        (series.predictions.get((model, role)) or metrics.PREDICTIONS.labels(model, role)).inc(n)
+    for model, n in report.disagreement.items():
+        (series.disagreement.get(model) or metrics.DISAGREEMENT.labels(model)).inc(n)
+    for model, n in report.compared.items():
+        (series.compared.get(model) or metrics.COMPARED.labels(model)).inc(n)
+    for reason, n in report.dropped.items():
+        (series.dropped.get(reason) or metrics.DROPPED.labels(reason)).inc(n)
+    for model, seen in report.inference.items():
+        timer = series.inference.get(model) or metrics.INFERENCE_SECONDS.labels(model)
+        for seconds in seen:
+            timer.observe(seconds)

@@ -21,29 +21,23 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from pathlib import Path
 
 from service import metrics
 from service.metric_queue import Series
+from service.recording.child import Child, start_evaluator
+from service.recording.counts import apply_counts
 from service.recording.jobs import Job
 from service.recording.messages import (
     Barrier,
     Closed,
     Counts,
-    CountsReport,
     Done,
     Jobs,
     Load,
-    Start,
     Stop,
     ToEvaluator,
     receive,
@@ -54,7 +48,6 @@ from service.runtime.repository import LoadedRepository
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Control:
@@ -74,36 +67,6 @@ class _Control:
         return self.event.wait(timeout_s) and self.ok
 
 
-@dataclass(eq=False)
-class _Child:
-    """One evaluator process, the worker's end of its socket, and what it has confirmed."""
-
-    proc: subprocess.Popen[bytes]
-    conn: Connection
-    sent: int = 0
-    acked: int = 0
-    closed: bool = False
-    lost: bool = False
-    reader: threading.Thread | None = field(default=None, repr=False)
-
-
-def apply_counts(report: CountsReport, series: Series) -> None:
-    """The evaluator's counts into this worker's metrics (prebuilt series where they exist; a version
-    swapped out meanwhile still gets its counts)."""
-    for (model, role), n in report.predictions.items():
-        (series.predictions.get((model, role)) or metrics.PREDICTIONS.labels(model, role)).inc(n)
-    for model, n in report.disagreement.items():
-        (series.disagreement.get(model) or metrics.DISAGREEMENT.labels(model)).inc(n)
-    for model, n in report.compared.items():
-        (series.compared.get(model) or metrics.COMPARED.labels(model)).inc(n)
-    for reason, n in report.dropped.items():
-        (series.dropped.get(reason) or metrics.DROPPED.labels(reason)).inc(n)
-    for model, seen in report.inference.items():
-        timer = series.inference.get(model) or metrics.INFERENCE_SECONDS.labels(model)
-        for seconds in seen:
-            timer.observe(seconds)
-
-
 class ProcessRecording:
     """The Recording protocol over an evaluator process: a bounded deque, a sender thread, the
     process and a reader of its answers."""
@@ -115,7 +78,7 @@ class ProcessRecording:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._child: _Child | None = None
+        self._child: Child | None = None
         self._last_start = -settings.evaluator_restart_backoff_s
         self._tokens = itertools.count(1)
         self._waiters: dict[int, _Control] = {}
@@ -231,14 +194,14 @@ class ProcessRecording:
             self._waiters[message.token] = control
         self._send(child, message)
 
-    def _send(self, child: _Child, message: ToEvaluator) -> None:
+    def _send(self, child: Child, message: ToEvaluator) -> None:
         try:
             send(child.conn, message)
         except OSError:
             self._lose(child)
 
     # --- the process -----------------------------------------------------------------------------
-    def _live_child(self) -> _Child | None:
+    def _live_child(self) -> Child | None:
         child = self._child
         if child is not None and not child.lost:
             return child
@@ -256,34 +219,16 @@ class ProcessRecording:
         self._child = child
         return child
 
-    def _start(self) -> _Child:
-        ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        # Its counts come back as messages: it must not write multiprocess metric files of its own.
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "service.recording.evaluator", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                # Its own session: terminal signals go to the worker, which stops it in order.
-                start_new_session=True,
-            )
-        finally:
-            theirs.close()
-        conn = Connection(ours.detach())
-        child = _Child(proc, conn)
-        send(conn, Start(self.settings))
+    def _start(self) -> Child:
+        child = start_evaluator(self.settings)
         child.reader = threading.Thread(
             target=self._read_forever, args=(child,), name="gateway-offload-reader", daemon=True
         )
         child.reader.start()
-        log.info("evaluator process %d started", proc.pid)
+        log.info("evaluator process %d started", child.proc.pid)
         return child
 
-    def _read_forever(self, child: _Child) -> None:
+    def _read_forever(self, child: Child) -> None:
         while True:
             try:
                 message = receive(child.conn)
@@ -306,7 +251,7 @@ class ProcessRecording:
         if not child.closed:
             self._lose(child)
 
-    def _lose(self, child: _Child) -> None:
+    def _lose(self, child: Child) -> None:
         """The evaluator died: count what it never confirmed, fail the waits; the next batch starts
         a new one."""
         with self._lock:

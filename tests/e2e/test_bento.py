@@ -21,7 +21,8 @@ def test_bento_builds_offline_and_serves(
     built_repo: BuiltRepo, tmp_path: Path, feature_records: list[dict[str, Any]]
 ) -> None:
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "service", project / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("contract", "service", "builders", "cli"):  # the bentofile picks what serves
+        shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "bentofile.yaml", project)
     shutil.copytree(built_repo.version, project / "models" / "churn" / "1")
     (project / "models" / "repository.json").write_text('{"format_version": 1}\n')
@@ -37,8 +38,11 @@ def test_bento_builds_offline_and_serves(
     src = next(d for d in bento_dirs if (d / "src").is_dir())
     requirements = (src / "env" / "python" / "requirements.txt").read_text().lower()
     assert "onnxruntime" in requirements
-    assert "scikit-learn" not in requirements and "skl2onnx" not in requirements
-    assert not (src / "src" / "builders").exists()
+    listed = {line.split("==")[0].strip() for line in requirements.splitlines() if line.strip()}
+    assert not listed & {"scikit-learn", "skl2onnx", "onnx", "pandas", "pyarrow", "rich", "httpx", "psutil"}
+    assert (src / "src" / "contract" / "manifest.py").is_file()
+    assert (src / "src" / "service" / "recording" / "evaluator.py").is_file()
+    assert not (src / "src" / "builders").exists() and not (src / "src" / "cli").exists()
 
     port = free_port()
     server = Managed(

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from cli.main import main
-from cli.replay.client import fetch_schema, run
+from cli.replay.client import run
 from cli.replay.command import make_plan
+from cli.replay.traffic import fetch_schema
 from tests.helpers import ROOT, BuiltRepo, Server, free_port
 
 
@@ -65,7 +66,7 @@ def test_replay_posts_delayed_labels_and_compares(server: Server, table: pd.Data
 def test_replay_against_a_dead_server_counts_failures_and_ends(
     table: pd.DataFrame, built_repo: BuiltRepo
 ) -> None:
-    from cli.replay.client import Schema
+    from cli.replay.traffic import Schema
     from contract.verify import load_manifest
 
     m = load_manifest(built_repo.version)

@@ -1,0 +1,63 @@
+"""The admin API (bearer token): reload a repository version, read and replace the routing."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from contract.verify import RepositoryError
+from service.core.gateway import Gateway
+from service.core.routing import parse_routing
+from service.errors import AdminDisabled, InvalidField, Unauthorized, describe
+from service.http.bodies import body_object, body_of, parse_json
+from service.http.responses import guarded, json_response
+
+
+def admin_routes(gateway: Gateway) -> list[Route]:
+    """POST /admin/reload, GET/PUT /admin/routing."""
+    settings = gateway.settings
+
+    def check_admin(request: Request) -> None:
+        token = settings.admin_token
+        if token is None:
+            raise AdminDisabled("admin API disabled: set GATEWAY_ADMIN_TOKEN to enable it")
+        auth = request.headers.get("authorization", "")
+        given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            raise Unauthorized("Authorization: expected 'Bearer <admin token>'")
+
+    async def admin_reload(request: Request) -> Response:
+        check_admin(request)
+        raw = await body_of(request, settings.max_body_bytes)
+        body = body_object(parse_json(raw)) if raw.strip() else {}
+        extra = sorted(set(body) - {"repository"})
+        if extra:
+            raise InvalidField(extra[0], "only 'repository'", "an unknown field")
+        path = body.get("repository")
+        if path is not None and (not isinstance(path, str) or not path):
+            raise InvalidField("repository", "a path", describe(path))
+        try:
+            repo = await anyio.to_thread.run_sync(lambda: gateway.load(Path(path) if path else None))
+        except RepositoryError as exc:
+            raise InvalidField("repository", "a valid model repository", str(exc)) from exc
+        return json_response(
+            {"model": repo.manifest.name, "version": repo.manifest.version, "path": str(repo.path)}
+        )
+
+    async def admin_routing(request: Request) -> Response:
+        check_admin(request)
+        if request.method == "GET":
+            return json_response(gateway.router.as_routing().model_dump(mode="json"))
+        routing = parse_routing(body_object(parse_json(await body_of(request, settings.max_body_bytes))))
+        router = gateway.set_routing(routing)
+        return json_response(router.as_routing().model_dump(mode="json"))
+
+    return [
+        Route("/admin/reload", guarded("admin", admin_reload), methods=["POST"]),
+        Route("/admin/routing", guarded("admin", admin_routing), methods=["GET", "PUT"]),
+    ]
