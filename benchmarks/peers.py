@@ -96,10 +96,13 @@ def prepare_repository(args: argparse.Namespace) -> Repo:
     return Repo(version_dir, manifest, champion, best, members, strategy, weights, meta)
 
 
-def start_gateway(name: str, repo: Repo, workers: int, env_extra: dict[str, str]) -> Server:
+def start_gateway(
+    name: str, repo: Repo, workers: int, env_extra: dict[str, str], checkout: Path | None = None
+) -> Server:
     """`bentoml serve` of the gateway as the project starts it (cli.serve), ledger on, admin token
-    set, a fresh SQLite ledger of its own."""
-    from cli.serve import server_command, server_env
+    set, a fresh SQLite ledger of its own. ``checkout``: another working tree of the project (an older
+    commit, for before/after runs) served with this environment's packages."""
+    from cli.serve import SERVICE, server_command, server_env
 
     port = free_port()
     ledger = WORK / "ledgers" / f"{name}.sqlite"
@@ -112,14 +115,22 @@ def start_gateway(name: str, repo: Repo, workers: int, env_extra: dict[str, str]
     # wipes that folder when it starts: gateways sharing a home read (and delete) each other's metrics.
     env["BENTOML_HOME"] = str(WORK / "bentoml_home" / name)
     env.update(env_extra)
+    cmd = server_command("127.0.0.1", port)
+    cwd = ROOT
+    if checkout is not None:
+        # bentoml serve imports the service from its working directory, ahead of the editable install.
+        cwd = checkout
+        env["PYTHONPATH"] = str(checkout)
+        if not (checkout / "service" / "bento.py").exists():
+            cmd[cmd.index(SERVICE)] = "service.service:EnsembleGateway"  # the layout before cli/
     return Server(
         name,
-        server_command("127.0.0.1", port),
+        cmd,
         WORK / "logs" / f"{name}.log",
         port,
         "/readyz",
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
     )
 
 

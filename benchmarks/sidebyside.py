@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/sidebyside.py --floor \\
         thread=GATEWAY_SHADOW_FRACTION=1+GATEWAY_EVALUATOR_PROCESS=false process=GATEWAY_SHADOW_FRACTION=1
     .venv/bin/python benchmarks/sidebyside.py --rows 64 --rounds 3 a=GATEWAY_SHADOW_GATHER_S=0.02 b=
+    git worktree add --detach ../before <commit> && .venv/bin/python benchmarks/sidebyside.py \
+        before@../before=GATEWAY_SHADOW_FRACTION=1 after=GATEWAY_SHADOW_FRACTION=1
 
 Every configuration is a `bentoml serve` of the gateway (as benchmarks/run.py starts it, 1 worker,
 ledger on) with the given GATEWAY_* variables; all start at once, then each round measures each in
@@ -31,18 +33,24 @@ from benchmarks.peers import WORK, floor_config, prepare_repository, start_floor
 from benchmarks.servers import Server, stop_all  # noqa: E402
 
 
-def parse_config(spec: str) -> tuple[str, dict[str, str]]:
-    """`name=VAR=value+VAR2=value2` -> (name, {VAR: value, ...}); `name=` is the defaults."""
+def parse_config(spec: str) -> tuple[str, dict[str, str], Path | None]:
+    """`name[@CHECKOUT]=VAR=value+VAR2=value2` -> (name, {VAR: value, ...}, checkout); `name=` is the
+    defaults; `@CHECKOUT` serves another working tree of the project (e.g. `git worktree add` of an
+    older commit) for before/after runs."""
     name, sep, rest = spec.partition("=")
+    name, _, checkout = name.partition("@")
     if not sep or not name:
-        raise ValueError(f"configuration {spec!r}: expected name=VAR=value[+VAR=value...]")
+        raise ValueError(f"configuration {spec!r}: expected name[@CHECKOUT]=VAR=value[+VAR=value...]")
+    tree = Path(checkout) if checkout else None
+    if tree is not None and not (tree / "service").is_dir():
+        raise ValueError(f"configuration {spec!r}: {tree} is not a checkout of the project")
     env: dict[str, str] = {}
     for item in filter(None, rest.split("+")):
         var, sep, value = item.partition("=")
         if not sep or not var.startswith("GATEWAY_"):
             raise ValueError(f"configuration {spec!r}: {item!r} is not GATEWAY_VAR=value")
         env[var] = value
-    return name, env
+    return name, env, tree
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.floor:
             config = floor_config(repo, repo.champion_members, repo.champion_strategy, repo.champion_weights)
             servers["floor"] = start_floor("sbs_floor", config)
-        for name, env in configs:
-            servers[name] = start_gateway(f"sbs_{name}", repo, 1, env)
+        for name, env, checkout in configs:
+            servers[name] = start_gateway(f"sbs_{name}", repo, 1, env, checkout)
         for server in servers.values():
             server.wait_ready(180)
         results: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}

@@ -4,6 +4,7 @@ cannot rot silently. The benchmarks themselves are not tests: `.venv/bin/python 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,14 +210,17 @@ def test_render_and_splice_keep_hand_written_text() -> None:
     assert twice.rstrip().endswith("## Analysis")
 
 
-def test_sidebyside_configurations_parse_and_bad_ones_are_named() -> None:
+def test_sidebyside_configurations_parse_and_bad_ones_are_named(tmp_path: Path) -> None:
     from benchmarks.sidebyside import parse_config
 
     assert parse_config("process=GATEWAY_SHADOW_FRACTION=1+GATEWAY_LEDGER_ENABLED=false") == (
         "process",
         {"GATEWAY_SHADOW_FRACTION": "1", "GATEWAY_LEDGER_ENABLED": "false"},
+        None,
     )
-    assert parse_config("defaults=") == ("defaults", {})
-    for bad in ("noequals", "=GATEWAY_X=1", "a=SHADOW=1", "a=GATEWAY_X"):
+    assert parse_config("defaults=") == ("defaults", {}, None)
+    (tmp_path / "service").mkdir()
+    assert parse_config(f"before@{tmp_path}=") == ("before", {}, tmp_path)
+    for bad in ("noequals", "=GATEWAY_X=1", "a=SHADOW=1", "a=GATEWAY_X", f"a@{tmp_path / 'nope'}="):
         with pytest.raises(ValueError, match="configuration"):
             parse_config(bad)
