@@ -176,53 +176,30 @@ def _class_label(value: Any) -> Any:
     return value
 
 
-def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str, digest: str) -> Table:
-    """Validate the target, drop useless columns, type the rest and encode the target."""
-    if target not in frame.columns:
-        cols = ", ".join(map(str, frame.columns[:20]))
-        raise BuildError(f"--target: column {target!r} not found; columns are: {cols}")
-    notes: list[str] = []
-    missing_target = int(frame[target].isna().sum())
-    if missing_target:
-        frame = frame[frame[target].notna()].reset_index(drop=True)
-        notes.append(f"dropped {missing_target} rows with a missing target")
-    y_raw = frame[target]
-    if len(frame) < MIN_ROWS:
-        raise BuildError(
-            f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}"
-        )
-    chosen: Task = _decide_task(y_raw, task, target)
-
-    if chosen == "regression":
+def _encode_target(y_raw: pd.Series, task: Task, target: str) -> tuple[npt.NDArray[Any], list[Any]]:
+    """(targets, classes): float64 values for regression; class indices into the sorted class labels
+    otherwise, each class with at least MIN_CLASS_ROWS rows."""
+    if task == "regression":
         y = y_raw.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
             raise BuildError(f"--target {target!r}: expected finite numbers, found infinity")
-        classes: list[Any] = []
-    else:
-        labels = y_raw.astype(str) if not pd.api.types.is_numeric_dtype(y_raw) else y_raw
-        uniques = sorted(pd.unique(labels).tolist())
-        counts = labels.value_counts()
-        rare = counts[counts < MIN_CLASS_ROWS]
-        if len(rare):
-            raise BuildError(
-                f"--target {target!r}: expected at least {MIN_CLASS_ROWS} rows per class, got "
-                + ", ".join(f"{k!r}: {v}" for k, v in rare.items())
-            )
-        index = {v: i for i, v in enumerate(uniques)}
-        y = labels.map(index).to_numpy(dtype=np.int64)
-        classes = [_class_label(v) for v in uniques]
+        return y, []
+    labels = y_raw.astype(str) if not pd.api.types.is_numeric_dtype(y_raw) else y_raw
+    uniques = sorted(pd.unique(labels).tolist())
+    counts = labels.value_counts()
+    rare = counts[counts < MIN_CLASS_ROWS]
+    if len(rare):
+        raise BuildError(
+            f"--target {target!r}: expected at least {MIN_CLASS_ROWS} rows per class, got "
+            + ", ".join(f"{k!r}: {v}" for k, v in rare.items())
+        )
+    index = {v: i for i, v in enumerate(uniques)}
+    return labels.map(index).to_numpy(dtype=np.int64), [_class_label(v) for v in uniques]
 
-    features = frame.drop(columns=[target])
-    dropped: list[DroppedColumn] = []
-    keep: list[str] = []
-    for col in features.columns:
-        reason = _drop_reason(features[col], len(features))
-        if reason:
-            dropped.append(DroppedColumn(name=str(col), reason=reason))
-        else:
-            keep.append(col)
-    if not keep:
-        raise BuildError(f"--data: no usable feature columns (dropped: {', '.join(d.name for d in dropped)})")
+
+def _type_columns(features: pd.DataFrame, keep: list[str]) -> tuple[list[ColumnSpec], dict[str, pd.Series]]:
+    """The schema of the kept columns and their training values (float32 numbers; strings with ""
+    for missing)."""
     names = tensor_names(keep)
     columns: list[ColumnSpec] = []
     typed: dict[str, pd.Series] = {}
@@ -250,6 +227,38 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
                     missing_in_training=missing,
                 )
             )
+    return columns, typed
+
+
+def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str, digest: str) -> Table:
+    """Validate the target, drop useless columns, type the rest and encode the target."""
+    if target not in frame.columns:
+        cols = ", ".join(map(str, frame.columns[:20]))
+        raise BuildError(f"--target: column {target!r} not found; columns are: {cols}")
+    notes: list[str] = []
+    missing_target = int(frame[target].isna().sum())
+    if missing_target:
+        frame = frame[frame[target].notna()].reset_index(drop=True)
+        notes.append(f"dropped {missing_target} rows with a missing target")
+    y_raw = frame[target]
+    if len(frame) < MIN_ROWS:
+        raise BuildError(
+            f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}"
+        )
+    chosen: Task = _decide_task(y_raw, task, target)
+    y, classes = _encode_target(y_raw, chosen, target)
+    features = frame.drop(columns=[target])
+    dropped: list[DroppedColumn] = []
+    keep: list[str] = []
+    for col in features.columns:
+        reason = _drop_reason(features[col], len(features))
+        if reason:
+            dropped.append(DroppedColumn(name=str(col), reason=reason))
+        else:
+            keep.append(col)
+    if not keep:
+        raise BuildError(f"--data: no usable feature columns (dropped: {', '.join(d.name for d in dropped)})")
+    columns, typed = _type_columns(features, keep)
     # Numeric columns first: the graphs take them as the columns of one input, categoricals after it
     # (builders.preprocess selects them by position).
     columns = [c for c in columns if c.kind == "numeric"] + [c for c in columns if c.kind == "categorical"]

@@ -22,6 +22,16 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
+SELECTION_RULE = (
+    "greedy: start from the member with the best validation score; then repeatedly add the candidate "
+    "with the highest utility = normalised score - 0.5 x its mean error correlation with the members "
+    "already chosen (normalised score: the baseline's validation score is 0, the best member's 1). "
+    "Candidates below the midpoint between baseline and best are not considered (unless fewer than "
+    "three pass; then the three best are), nor those slower than 5x the median member's single-row "
+    "latency while enough others remain; the count is odd (3, or 5 when at least 7 qualify) so a binary "
+    "vote cannot tie."
+)
+"""The member-selection rule in words, whole, for the report."""
 DIVERSITY_WEIGHT = 0.5
 LATENCY_FACTOR = 5.0
 """A candidate slower than this multiple of the median member's single-row latency stays out of the

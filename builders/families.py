@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from scipy.stats import loguniform, randint
 from sklearn.base import BaseEstimator
@@ -39,7 +39,7 @@ class Family:
     """Linear, distance and neural models need scaled inputs; trees must not get them (float32 scaling
     moves values across split thresholds and breaks ONNX parity)."""
     assumptions: str
-    role: str = ""
+    role: Literal["baseline", "simplest", ""] = ""
     """"baseline" (the dummy), "simplest" (the first real model every gain is measured against), or ""."""
 
 

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         ok,
         manifest.primary_metric,
         manifest.task,
-        result.extras.get("simplest"),
+        result.facts.simplest,
         manifest.routing.champion,
     )
     # The terminal gets the essentials; report.md/html have every column.

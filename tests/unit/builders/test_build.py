@@ -14,8 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from builders.build import BuildOptions, Evaluated, run_build
+from builders.build import BuildOptions, run_build
 from builders.ensembles import independent_vote_accuracy
+from builders.evaluated import Evaluated
 from builders.scoring import classification_metrics, expected_cost, regression_metrics
 from contract import combine as combiners
 from contract.manifest import ROOT_MARKER, EnsembleSpec, ModelCard
@@ -59,7 +60,7 @@ def test_repository_layout_and_manifest(repo: BundledBuild) -> None:
     assert verify(repo.version_dir) == repo.result.manifest == repo.manifest
     assert not list(repo.version_dir.parent.glob(".staging-*"))
     # The reproduced test split is the build's own (the ensemble checks below rely on it).
-    np.testing.assert_array_equal(repo.y_test, repo.result.extras["y_test"])
+    np.testing.assert_array_equal(repo.y_test, repo.result.facts.y_test)
     assert repo.manifest.dataset.source == f"sklearn:{opts.dataset}"
 
 
@@ -151,7 +152,7 @@ def test_champion_and_shadows(repo: BundledBuild) -> None:
     assert routing.champion != "dummy"
     assert sorted([routing.champion, *routing.shadow]) == sorted(repo.manifest.variant_names())
     assert "within one standard error" in routing.rule
-    assert repo.result.extras["champion"] == routing.champion
+    assert repo.result.facts.champion == routing.champion
 
 
 # --- reading it back: the stored ONNX files reproduce the build's numbers -------------------------
@@ -162,10 +163,10 @@ def test_members_read_from_disk_answer_as_in_the_build(repo: BundledBuild) -> No
     for name, outputs in zip(names, repo.member_outputs(names), strict=True):
         built = _evaluated(repo, name).outputs["test"]
         if repo.manifest.task == "regression":
-            np.testing.assert_allclose(np.ravel(outputs[0]), built["pred"], rtol=1e-6)
+            np.testing.assert_allclose(np.ravel(outputs[0]), built.values, rtol=1e-6)
         else:
-            np.testing.assert_array_equal(outputs[0], built["raw_labels"])
-            np.testing.assert_allclose(outputs[1], built["proba"], atol=1e-6)
+            np.testing.assert_array_equal(outputs[0], built.raw_labels)
+            np.testing.assert_allclose(outputs[1], built.proba, atol=1e-6)
 
 
 def _combine_from_disk(repo: BundledBuild, ens: EnsembleSpec) -> dict[str, npt.NDArray[Any]]:
@@ -198,17 +199,17 @@ def _combine_from_disk(repo: BundledBuild, ens: EnsembleSpec) -> dict[str, npt.N
 
 
 def test_ensembles_recomputed_from_disk_reproduce_the_build(repo: BundledBuild) -> None:
-    costs = repo.result.extras["costs"]
+    costs = repo.result.facts.costs
     for ens in repo.manifest.ensembles:
         ours = _combine_from_disk(repo, ens)
         built = _evaluated(repo, ens.name).outputs["test"]
         card = _card(repo, ens.card)
         if repo.manifest.task == "regression":
-            np.testing.assert_allclose(ours["pred"], built["pred"], rtol=1e-6)
+            np.testing.assert_allclose(ours["pred"], built.values, rtol=1e-6)
             metrics = regression_metrics(repo.y_test, ours["pred"])
         else:
-            np.testing.assert_array_equal(ours["labels"], built["labels"], err_msg=ens.name)
-            np.testing.assert_allclose(ours["proba"], built["proba"], atol=1e-6, err_msg=ens.name)
+            np.testing.assert_array_equal(ours["labels"], built.labels, err_msg=ens.name)
+            np.testing.assert_allclose(ours["proba"], built.proba, atol=1e-6, err_msg=ens.name)
             n_classes = len(repo.manifest.classes)
             metrics = classification_metrics(repo.y_test, ours["proba"], ours["labels"], n_classes, costs)
         for key, value in card.metrics["test"].items():
@@ -217,13 +218,14 @@ def test_ensembles_recomputed_from_disk_reproduce_the_build(repo: BundledBuild) 
 
 def test_vote_against_independent_members(classification_repo: BundledBuild) -> None:
     repo = classification_repo
-    info = repo.result.extras["vote_independence"]
+    info = repo.result.facts.vote_independence
+    assert info is not None
     vote = next(e for e in repo.manifest.ensembles if e.name == "vote")
     accuracies = [_card(repo, f"members/{n}/card.json").metrics["test"]["accuracy"] for n in vote.members]
-    assert info["members"] == vote.members
-    assert info["member_accuracies"] == pytest.approx(accuracies, abs=1e-6)
-    assert info["independent_accuracy"] == pytest.approx(independent_vote_accuracy(accuracies), abs=1e-5)
-    assert info["measured_accuracy"] == pytest.approx(
+    assert info.members == vote.members
+    assert info.member_accuracies == pytest.approx(accuracies, abs=1e-6)
+    assert info.independent_accuracy == pytest.approx(independent_vote_accuracy(accuracies), abs=1e-5)
+    assert info.measured_accuracy == pytest.approx(
         _card(repo, vote.card).metrics["test"]["accuracy"], abs=1e-6
     )
 
@@ -233,7 +235,7 @@ def test_vote_against_independent_members(classification_repo: BundledBuild) -> 
 
 def test_cost_run_sets_decision_thresholds(cancer_repo: BundledBuild) -> None:
     repo = cancer_repo
-    assert repo.result.extras["costs"] == (1.0, 5.0)
+    assert repo.result.facts.costs == (1.0, 5.0)
     cards = [m.card for m in repo.manifest.members] + [e.card for e in repo.manifest.ensembles]
     thresholds = {card.name: card.decision_threshold for card in (_card(repo, c) for c in cards)}
     # Probability-based models get a cost-chosen threshold; the baseline and the hard vote cannot.
@@ -248,7 +250,7 @@ def test_cost_run_sets_decision_thresholds(cancer_repo: BundledBuild) -> None:
     # The served labels of a thresholded member carry its cost.
     logreg = _evaluated(repo, "logreg").outputs["test"]
     assert _card(repo, "members/logreg/card.json").metrics["test"]["cost"] == pytest.approx(
-        expected_cost(repo.y_test, logreg["labels"], 1.0, 5.0), abs=1e-6
+        expected_cost(repo.y_test, logreg.labels, 1.0, 5.0), abs=1e-6
     )
 
 

@@ -1,0 +1,129 @@
+"""One family from search to served outputs: tune on the training split, export to ONNX, check parity
+against scikit-learn on test rows, time it, and score its ONNX outputs on validation and test."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
+
+from builders import export, latency, scoring
+from builders.context import SPLITS, BuildContext, frame_feeds
+from builders.evaluated import Evaluated
+from builders.families import Family
+from builders.preprocess import make_pipeline
+from builders.search import learning_points, search
+from contract.manifest import ColumnSpec, LatencyRecord
+from contract.outputs import Output, from_graph
+
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+def session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
+    """An onnxruntime session on one thread (as the service runs each graph)."""
+    raw = model if isinstance(model, bytes) else model.SerializeToString()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(raw, sess_options=opts, providers=PROVIDERS)
+
+
+def train_member(fam: Family, ctx: BuildContext) -> Evaluated:
+    """Search, fit, export and check one family; ``excluded`` says why when it cannot be served."""
+    ev = Evaluated(name=fam.name, kind="member", family=fam.name, description=fam.assumptions, role=fam.role)
+    started = time.perf_counter()
+    opts = ctx.opts
+    fitted, params, record = search(
+        make_pipeline(fam, ctx.table.columns, opts.seed),
+        fam.space,
+        ctx.x_train,
+        ctx.y_train,
+        task=ctx.task,
+        budget=opts.budget,
+        cv=ctx.cv,
+        seed=opts.seed,
+        n_jobs=opts.n_jobs,
+    )
+    ev.pipeline, ev.search, ev.hyperparameters = fitted, record, params
+    if opts.learning_curves:
+        ev.learning_curve, ev.still_improving = learning_points(
+            fitted, ctx.x_train, ctx.y_train, task=ctx.task, cv=ctx.cv, n_jobs=opts.n_jobs
+        )
+    ev.training_seconds = round(time.perf_counter() - started, 3)
+    try:
+        onx = export.to_onnx(fitted, ctx.inputs, ctx.classification, fam.name)
+    except Exception as exc:  # converter gaps are reported per family, never fatal to the build
+        ev.excluded = f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return ev
+    ev.onnx_bytes = onx.SerializeToString()
+    ev.session = session(ev.onnx_bytes)
+    ev.parity = _parity(ev.session, fitted, fam, ctx)
+    if not ev.parity.passed:
+        ev.excluded = f"parity check failed: {ev.parity.reason}"
+    ev.latency = member_latency(ev.session, fitted, ctx.table.columns, ctx.x_test, ctx.classification)
+    return ev
+
+
+def _parity(session: ort.InferenceSession, fitted: Pipeline, fam: Family, ctx: BuildContext) -> Any:
+    feeds = ctx.feeds["test"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if ctx.classification:
+            label, proba = session.run(["label", "probabilities"], feeds)
+            tol = export.FAMILY_TOLERANCE.get(fam.name, export.PROBA_TOLERANCE)
+            return export.check_classifier_parity(
+                fitted.predict_proba(ctx.x_test), fitted.predict(ctx.x_test), np.asarray(proba), label, tol
+            )
+        (pred,) = session.run(["variable"], feeds)
+        return export.check_regressor_parity(fitted.predict(ctx.x_test), pred, ctx.target_scale)
+
+
+def member_latency(
+    session: ort.InferenceSession,
+    pipeline: Pipeline,
+    columns: list[ColumnSpec],
+    x: pd.DataFrame,
+    classification: bool,
+) -> LatencyRecord:
+    """Single-row and per-row-of-a-batch cost in onnxruntime, and scikit-learn's single row."""
+    rows = pd.concat([x] * (latency.BATCH_ROWS // max(len(x), 1) + 1)).iloc[: latency.BATCH_ROWS]
+
+    def ort_rows(n: int) -> Callable[[], Any]:
+        f = frame_feeds(columns, rows.iloc[:n])
+        return lambda: session.run(None, f)
+
+    single, batch = latency.single_and_batch_us(ort_rows)
+    one = rows.iloc[:1]
+    predict = pipeline.predict_proba if classification else pipeline.predict
+    sk = latency.median_us(lambda: predict(one), latency.SKLEARN_RUNS, warmup=2)
+    return LatencyRecord(onnx_single_row_us=single, onnx_batch_row_us=batch, sklearn_single_row_us=round(sk, 1))
+
+
+def score_member(m: Evaluated, ctx: BuildContext) -> None:
+    """Served outputs and metrics on validation and test; a binary decision threshold from FP/FN costs
+    chosen on validation rows only (test metrics then show what it buys)."""
+    assert m.session is not None
+    raw = {split: m.session.run(None, ctx.feeds[split]) for split in SPLITS}
+    if ctx.costs is not None and m.role != "baseline":
+        p1 = from_graph(raw["validation"], ctx.task).proba
+        assert p1 is not None
+        m.threshold = scoring.choose_threshold(p1[:, 1], ctx.y_val, *ctx.costs)
+    for split, y in ctx.ys.items():
+        m.outputs[split] = out = from_graph(raw[split], ctx.task, m.threshold)
+        m.metrics[split] = metrics_of(out, y, ctx)
+
+
+def metrics_of(out: Output, y: Any, ctx: BuildContext) -> dict[str, float]:
+    """The split's metrics from served outputs."""
+    if ctx.task == "regression":
+        assert out.values is not None
+        return scoring.regression_metrics(y, out.values)
+    assert out.proba is not None and out.labels is not None
+    return scoring.classification_metrics(y, out.proba, out.labels, ctx.n_classes, ctx.costs)
