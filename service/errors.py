@@ -10,7 +10,8 @@ GatewayError (500)
 ├── NotFound (404)                unknown model or version on the OIP routes
 ├── PayloadTooLarge (413)         body or batch over the configured limits
 ├── UnsupportedMediaType (415)    a content type we do not parse
-└── NotReady (503)                repository not loaded (yet)
+├── NotReady (503)                repository not loaded (yet)
+└── LedgerUnavailable (503)       the ledger cannot take a write now (nothing was recorded)
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ class NotReady(GatewayError):
     """The repository is not loaded."""
 
     reason = "not_ready"
+    status = 503
+
+
+class LedgerUnavailable(GatewayError):
+    """The ledger refused a write (disk full, read-only, locked): nothing of the request was recorded."""
+
+    reason = "ledger_unavailable"
     status = 503
 
 

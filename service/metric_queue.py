@@ -123,6 +123,7 @@ class Series:
         self.compared = {m: Queued(COMPARED.labels(m)) for m in names}
         self.request = {(m, p): Queued(REQUEST_SECONDS.labels(m, p)) for m in names for p in ("json", "oip")}
         self.dropped = {r: Queued(DROPPED.labels(r)) for r in DROP_REASONS}
+        self.unrecorded = {r: Queued(metrics.UNRECORDED_ROWS.labels(r)) for r in metrics.UNRECORDED_REASONS}
         self.served_rows = Queued(SERVED_ROWS)
 
 

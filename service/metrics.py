@@ -46,9 +46,25 @@ REJECT_REASONS = (
     "admin_disabled",
     "unsupported_media_type",
     "not_ready",
+    "ledger_unavailable",
     "internal_error",
 )
-DROP_REASONS = ("shadow_queue_full", "shadow_timeout", "shadow_failed", "ledger_queue_full", "evaluator_lost")
+DROP_REASONS = (
+    "shadow_queue_full",
+    "shadow_timeout",
+    "shadow_failed",
+    "ledger_queue_full",
+    "evaluator_lost",
+    "ledger_full",
+    "ledger_read_only",
+    "ledger_locked",
+    "ledger_io_error",
+    "ledger_error",
+    "worker_crashed",
+)
+UNRECORDED_REASONS = (*DROP_REASONS[3:], "duplicate_id")
+"""Reasons an answered row is not in the ledger (shadow_* reasons drop shadow work, never the answer;
+a request id answered twice keeps its first record)."""
 
 # ONNX runs of these models take tens of microseconds: the client's default buckets start at 5 ms.
 INFERENCE_BUCKETS = (
@@ -154,6 +170,30 @@ DROPPED = Counter(
     [REASON],
     registry=REGISTRY,
 )
+UNRECORDED_ROWS = Counter(
+    "gateway_unrecorded_rows",
+    "Answered rows that are not in the ledger, by reason (the ledger is a system of record: answered rows "
+    "= ledger rows + these)",
+    [REASON],
+    registry=REGISTRY,
+)
+LEDGER_DEGRADED = Gauge(
+    "gateway_ledger_degraded",
+    "1 while ledger writes are failing and being retried (see /health for the reason)",
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+LEDGER_PENDING_ROWS = Gauge(
+    "gateway_ledger_pending_rows",
+    "Rows waiting to be written to the ledger (queued or retried)",
+    registry=REGISTRY,
+    multiprocess_mode="sum",
+)
+LEDGER_REOPENED = Counter(
+    "gateway_ledger_reopened",
+    "Times a ledger file was found deleted or replaced while open and reopened",
+    registry=REGISTRY,
+)
 OFFLINE_SCORE = Gauge(
     "gateway_offline_score",
     "Offline test-split score from the model card",
@@ -209,6 +249,8 @@ def precreate(models: Iterable[str], timed: Iterable[str] | None = None) -> None
         REJECTED.labels(reason)
     for reason in DROP_REASONS:
         DROPPED.labels(reason)
+    for reason in UNRECORDED_REASONS:
+        UNRECORDED_ROWS.labels(reason)
 
 
 def exposition() -> tuple[bytes, str]:

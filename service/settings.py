@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     """Cap on unlabelled prediction rows; the oldest beyond it are deleted."""
     ledger_cleanup_interval_s: Annotated[float, Field(gt=0)] = 60.0
     """How often the writer applies retention and the row cap (each run is one indexed delete)."""
+    ledger_retry_rows: Annotated[int, Field(ge=0)] = 200_000
+    """Rows kept in memory for another try while ledger writes fail (disk full, read-only, locked, I/O
+    error); beyond it the oldest are counted in gateway_unrecorded_rows_total with the failure's reason."""
+    ledger_max_bytes: Annotated[int, Field(ge=4096)] | None = None
+    """A cap on the SQLite ledger file (SQLite's max_page_count); writes beyond it fail as on a full
+    disk, are retried and counted. None: no cap."""
+    journal_dir: Path | None = None
+    """Where each worker keeps its crash journal (rows answered vs rows committed or counted, in a small
+    memory-mapped file that survives kill -9); default: beside the ledger file."""
     record_queue: Annotated[int, Field(ge=1)] = 100_000
     """Answered requests waiting to be recorded (to be shipped to the evaluator process, or in the
     ledger writer's queue); beyond it a record is dropped and counted, never waited for."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.manifest import Routing
-from service import metric_queue
+from service import metric_queue, metrics
 from service.core.answers import describe_repository, rows_json
 from service.core.publish import publish_models, publish_routing
 from service.core.requests import PredictRequest, parse_predict
@@ -195,6 +195,22 @@ class Gateway:
                 )
         finally:
             conn.close()
+
+    def health(self) -> dict[str, Any]:
+        """GET /health: readiness, the recording and the ledger (degraded while writes fail), and which
+        dependency patches applied. Also refreshes the ledger gauges."""
+        recording = self.recording.health()
+        ledger = recording.get("ledger")
+        degraded = isinstance(ledger, dict) and ledger.get("state") != "ok"
+        metrics.LEDGER_DEGRADED.set(1 if degraded else 0)
+        if isinstance(ledger, dict):
+            metrics.LEDGER_PENDING_ROWS.set(float(ledger.get("pending_rows") or 0))
+        return {
+            "ready": self.ready,
+            "status": "degraded" if degraded else "ok",
+            "ledger_enabled": self.settings.ledger_enabled,
+            **recording,
+        }
 
     def models_json(self) -> dict[str, Any]:
         """GET /models."""

@@ -42,7 +42,12 @@ def build_app(gateway: Gateway) -> HotRoutes:
 
         return json_response(document(gateway.repo.manifest if gateway.ready else None))
 
+    async def health(request: Request) -> Response:
+        doc = gateway.health()
+        return json_response(doc, status=200 if doc["ready"] else 503)
+
     async def metrics_endpoint(request: Request) -> Response:
+        gateway.health()  # the ledger gauges are refreshed at each scrape
         body, content_type = await anyio.to_thread.run_sync(metric_queue.exposition)
         return Response(body, media_type=content_type)
 
@@ -54,6 +59,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
         Route("/feedback", guarded("feedback", feedback), methods=["POST"]),
         Route("/compare", guarded("compare", compare), methods=["GET"]),
         Route("/metrics", guarded("metrics", metrics_endpoint), methods=["GET"]),
+        Route("/health", guarded("models", health), methods=["GET"]),
         Route("/openapi.json", guarded("models", openapi), methods=["GET"]),
         *admin_routes(gateway),
         *oip_routes(gateway),

@@ -8,7 +8,9 @@ combiner that predicted that row, once.
 
 from __future__ import annotations
 
+import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -18,9 +20,12 @@ from typing import Any
 
 from contract.manifest import Manifest
 from service import metrics
-from service.errors import InvalidField, PayloadTooLarge, describe
+from service.errors import InvalidField, LedgerUnavailable, PayloadTooLarge, describe
 from service.ledger.schema import connect, decode_outputs, transaction
+from service.ledger.store import failure_reason, file_identity
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,7 +111,9 @@ class FeedbackStore:
         """How long to keep looking (every feedback_retry_step_s) for predictions not found: another
         worker (or replica) may have answered them and not written them yet."""
         self._retry_step_s = settings.feedback_retry_step_s
-        self._conn = connect(settings.ledger_path)
+        self._path = settings.ledger_path
+        self._conn = connect(self._path)
+        self._identity = file_identity(self._path)
         self._lock = threading.Lock()
         """One connection, used by one thread at a time."""
 
@@ -146,37 +153,19 @@ class FeedbackStore:
         now = time.time()
         missing: list[tuple[int, str, int, int | None, float | None]] = []
         scored: list[tuple[list[tuple[str, int | None, float | None]], int | None, float | None, float]] = []
-        with transaction(self._conn) as c:
-            for i, rid, row, label_index, value in valid:
-                found = c.execute(
-                    "SELECT outputs, created_at FROM predictions WHERE request_id = ? AND row_index = ?",
-                    (rid, row),
-                ).fetchone()
-                if found is None and not final:
-                    missing.append((i, rid, row, label_index, value))
-                    continue
-                if found is None:
-                    result.counts["unknown_id"] += 1
-                    result.errors.append(f"labels[{i}]: no prediction recorded for request {rid!r} row {row}")
-                    continue
-                existing = c.execute(
-                    "SELECT label_index, value FROM labels WHERE request_id = ? AND row_index = ?", (rid, row)
-                ).fetchone()
-                if existing is not None:
-                    same = existing[0] == label_index and (existing[1] == value)
-                    result.counts["duplicate" if same else "conflicting"] += 1
-                    if not same:
-                        result.errors.append(
-                            f"labels[{i}]: request {rid!r} row {row} already has another label; "
-                            "the first one is kept"
-                        )
-                    continue
-                c.execute("INSERT INTO labels VALUES (?,?,?,?,?)", (rid, row, label_index, value, now))
-                result.counts["joined"] += 1
-                preds: list[tuple[str, int | None, float | None]] = [
-                    (v, o[0], o[1]) for v, o in decode_outputs(found[0]).items()
-                ]
-                scored.append((preds, label_index, value, float(now - found[1])))
+        # Outcomes are kept aside until the commit: a label is "joined" only once it is durable.
+        counts: Counter[str] = Counter()
+        errors: list[str] = []
+        self._check_file()
+        try:
+            self._join_rows(valid, final, now, counts, errors, missing, scored)
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(
+                f"ledger: labels could not be written ({failure_reason(exc)}: {exc}); none of this request's "
+                "labels were recorded, send them again later"
+            ) from exc
+        result.counts.update(counts)
+        result.errors.extend(errors)
         # Metrics only after the commit: a rolled-back join must not be counted.
         for preds, label_index, value, delay in scored:
             metrics.LABEL_DELAY.observe(max(delay, 0.0))
@@ -191,6 +180,60 @@ class FeedbackStore:
                     metrics.ABS_ERROR.labels(variant).inc(abs(err))
                     metrics.SQUARED_ERROR.labels(variant).inc(err * err)
         return missing
+
+    def _join_rows(
+        self,
+        valid: list[tuple[int, str, int, int | None, float | None]],
+        final: bool,
+        now: float,
+        counts: Counter[str],
+        errors: list[str],
+        missing: list[tuple[int, str, int, int | None, float | None]],
+        scored: list[tuple[list[tuple[str, int | None, float | None]], int | None, float | None, float]],
+    ) -> None:
+        """One transaction: every label looked up, checked against an earlier one, and inserted."""
+        with transaction(self._conn) as c:
+            for i, rid, row, label_index, value in valid:
+                found = c.execute(
+                    "SELECT outputs, created_at FROM predictions WHERE request_id = ? AND row_index = ?",
+                    (rid, row),
+                ).fetchone()
+                if found is None and not final:
+                    missing.append((i, rid, row, label_index, value))
+                    continue
+                if found is None:
+                    counts["unknown_id"] += 1
+                    errors.append(f"labels[{i}]: no prediction recorded for request {rid!r} row {row}")
+                    continue
+                existing = c.execute(
+                    "SELECT label_index, value FROM labels WHERE request_id = ? AND row_index = ?", (rid, row)
+                ).fetchone()
+                if existing is not None:
+                    same = existing[0] == label_index and (existing[1] == value)
+                    counts["duplicate" if same else "conflicting"] += 1
+                    if not same:
+                        errors.append(
+                            f"labels[{i}]: request {rid!r} row {row} already has another label; "
+                            "the first one is kept"
+                        )
+                    continue
+                c.execute("INSERT INTO labels VALUES (?,?,?,?,?)", (rid, row, label_index, value, now))
+                counts["joined"] += 1
+                preds: list[tuple[str, int | None, float | None]] = [
+                    (v, o[0], o[1]) for v, o in decode_outputs(found[0]).items()
+                ]
+                scored.append((preds, label_index, value, float(now - found[1])))
+
+    def _check_file(self) -> None:
+        """Reconnect when the ledger file was deleted or replaced: a label written into an unlinked
+        file would be acknowledged and lost."""
+        now = file_identity(self._path)
+        if now is not None and now == self._identity:
+            return
+        log.warning("ledger %s was deleted or replaced: the label store reconnects", self._path)
+        self._conn.close()
+        self._conn = connect(self._path)
+        self._identity = file_identity(self._path)
 
     def close(self) -> None:
         self._conn.close()

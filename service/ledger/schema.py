@@ -36,14 +36,19 @@ ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
 ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection with WAL, a busy timeout and the schema in place."""
+def connect(path: Path, max_bytes: int | None = None) -> sqlite3.Connection:
+    """A connection with WAL, a busy timeout and the schema in place; ``max_bytes`` caps the file
+    (SQLite's max_page_count: a write beyond it fails with "database or disk is full", as on a full
+    disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.executescript(SCHEMA)
+    if max_bytes is not None:
+        (page,) = conn.execute("PRAGMA page_size").fetchone()
+        conn.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // int(page))}")
     return conn
 
 

@@ -1,83 +1,78 @@
-"""The prediction ledger: every member's and variant's prediction under its request id, and labels.
+"""The prediction ledger's writer: a system of record for every answered row.
 
-SQLite in WAL mode by default; the SQL is plain (no SQLite-only types) so a shared database can take
-its place for several replicas. Predictions are written by one background thread from a bounded
-queue, in batches, every ``flush_interval_s``: a graceful stop flushes everything, a ``kill -9`` loses
-at most the last interval. Labels are written synchronously before /feedback answers, so an
-acknowledged label is never lost. Unlabelled predictions older than ``retention_s`` are deleted, and
-so are the oldest ones beyond ``max_unlabelled_rows``, so the file stays bounded.
+SQLite in WAL mode; one background thread writes queued entries in one transaction every
+``flush_interval_s`` (a graceful stop flushes everything). Every entry ends in exactly one of two
+ways, reported through callbacks: committed (``on_commit(entry, inserted rows)``: rows of a request
+id already in the ledger are kept as first written, and the caller counts them), or counted as
+unrecorded with a reason (``on_unrecorded``): the queue was full, or writes kept failing (disk full, read-only file, locked
+database, I/O error) beyond ``retry_rows`` rows waiting. A failed write is retried with back-off;
+meanwhile :meth:`Ledger.health` says the ledger is degraded and why. Before every write the writer
+checks that the file it holds is still the file at its path: a deleted or replaced file is noticed,
+logged and reopened (a new file gets the schema), instead of writing on into an unlinked inode.
+Unlabelled predictions past retention or a row cap are deleted (service/ledger/retention.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import orjson
-
-from contract.outputs import Output
-from service.ledger.schema import ROLE_CODES, connect, transaction
+from service.ledger.entries import Entry, entry_rows
+from service.ledger.retention import cleanup
+from service.ledger.schema import connect, transaction
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 5.0
+
 
 @dataclass(frozen=True)
-class Entry:
-    """Outputs of one or more requests to record.
+class LedgerHealth:
+    """The writer's state, for /health and the metrics."""
 
-    ``outputs`` holds batch outputs over all the entry's rows (request after request, in order) with
-    the role every request gave that variant; ``served`` holds, per request, the variant that
-    answered and its answer, which is recorded with the role "served" for that request's rows.
-    """
-
-    request_ids: list[str]
-    rows: list[int]
-    served: list[tuple[str, Output]]
-    model: str
-    version: int
-    created_at: float
-    outputs: dict[str, tuple[str, Output]]
+    state: str
+    """ok, or degraded (writes are failing and being retried)."""
+    reason: str = ""
+    """Why it is degraded: ledger_full, ledger_read_only, ledger_locked, ledger_io_error, ledger_error."""
+    since: float | None = None
+    """time.time() of the first failure of the current degraded spell."""
+    pending_rows: int = 0
+    """Rows waiting to be written (queued and being retried)."""
+    reopened: int = 0
+    """Times the ledger file was found deleted or replaced and reopened."""
 
 
-def _columns(out: Output) -> tuple[list[Any], list[float]]:
-    """(class indices or Nones, scores): P(class 1) for binary, max P for multiclass, the value for
-    regression."""
-    if out.values is not None:
-        return [None] * len(out.values), out.values.tolist()
-    assert out.labels is not None and out.proba is not None
-    scores = out.proba[:, 1] if out.proba.shape[1] == 2 else np.max(out.proba, axis=1)
-    return out.labels.tolist(), scores.tolist()
+def failure_reason(exc: BaseException) -> str:
+    """The unrecorded-rows reason for a failed write, from SQLite's message."""
+    text = str(exc).lower()
+    if "full" in text:
+        return "ledger_full"
+    if "readonly" in text or "read-only" in text:
+        return "ledger_read_only"
+    if "locked" in text or "busy" in text:
+        return "ledger_locked"
+    if "i/o" in text or "disk" in text:
+        return "ledger_io_error"
+    return "ledger_error"
 
 
-def entry_rows(entry: Entry) -> list[tuple[Any, ...]]:
-    """One SQL row per request row; ``outputs`` maps every variant that predicted it to
-    [class index or null, score, role code]. One row instead of one per variant keeps the write cost
-    flat as candidates are added."""
-    columns = [(v, *_columns(out), ROLE_CODES[role]) for v, (role, out) in entry.outputs.items()]
-    served_code = ROLE_CODES["served"]
-    rows: list[tuple[Any, ...]] = []
-    offset = 0
-    for rid, n, (served, answer) in zip(entry.request_ids, entry.rows, entry.served, strict=True):
-        s_labels, s_scores = _columns(answer)
-        for i in range(n):
-            k = offset + i
-            doc = {v: [labels[k], scores[k], code] for v, labels, scores, code in columns if v != served}
-            doc[served] = [s_labels[i], s_scores[i], served_code]
-            rows.append(
-                (rid, i, entry.model, entry.version, served, entry.created_at, orjson.dumps(doc).decode())
-            )
-        offset += n
-    return rows
+def file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class Ledger:
-    """Background writer of predictions; synchronous label joins live in service/feedback.py."""
+    """Background writer of predictions; synchronous label joins live in service/ledger/feedback.py."""
 
     def __init__(
         self,
@@ -87,41 +82,67 @@ class Ledger:
         retention_s: float = 7 * 86400,
         max_unlabelled_rows: int = 5_000_000,
         cleanup_interval_s: float = 60.0,
+        retry_rows: int = 200_000,
+        on_commit: Callable[[Entry, int], None] = lambda _e, _n: None,
+        on_unrecorded: Callable[[str, Entry], None] = lambda _r, _e: None,
+        max_bytes: int | None = None,
     ) -> None:
         self.path = path
         self.flush_interval_s = flush_interval_s
         self.cleanup_interval_s = cleanup_interval_s
         self.retention_s = retention_s
         self.max_unlabelled_rows = max_unlabelled_rows
+        self.retry_rows = retry_rows
+        self._on_commit = on_commit
+        self._on_unrecorded = on_unrecorded
+        self._max_bytes = max_bytes
         self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
-        self._conn = connect(path)
+        self._conn = self._open()
         self._flush_requests: queue.Queue[threading.Event] = queue.Queue()
-        self.dropped = 0
+        self._retrying: list[Entry] = []
+        self._health = LedgerHealth("ok")
+        self._next_try = 0.0
+        self._failures = 0
         self.written_rows = 0
         self._last_cleanup = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="gateway-ledger", daemon=True)
         self._stopped = False
         self._thread.start()
 
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path, self._max_bytes)
+        self._identity = file_identity(self.path)
+        return conn
+
+    # --- callers -------------------------------------------------------------------------------
     def record(self, entry: Entry) -> bool:
         """Queue an entry without ever blocking the caller (the event loop serves every request): when
         the queue is full, i.e. the writer has been stalled for ``max_queue`` entries, the entry is
-        dropped and counted (False)."""
+        counted as unrecorded (ledger_queue_full) and False returned."""
         try:
             self._queue.put_nowait(entry)
             return True
         except queue.Full:
-            self.dropped += 1
+            self._on_unrecorded("ledger_queue_full", entry)
             return False
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Write everything queued so far; True once it is committed."""
+        """Write everything queued so far; True once it is committed (False when writes are failing:
+        the rows stay queued for another try, or are counted)."""
         if self._stopped:
-            return True
+            return not self._retrying
         done = threading.Event()
         self._flush_requests.put(done)
-        return done.wait(timeout_s)
+        return done.wait(timeout_s) and not self._retrying
 
+    def health(self) -> LedgerHealth:
+        h = self._health
+        pending = self._queue.qsize() and sum(e.row_count for e in list(self._queue.queue) if e is not None)
+        return LedgerHealth(
+            h.state, h.reason, h.since, int(pending) + sum(e.row_count for e in self._retrying), h.reopened
+        )
+
+    # --- the writer ----------------------------------------------------------------------------
     def _drain(self) -> list[Entry]:
         entries: list[Entry] = []
         while True:
@@ -134,14 +155,65 @@ class Ledger:
                 continue
             entries.append(item)
 
-    def _write(self, entries: list[Entry]) -> None:
-        if not entries:
+    def _check_file(self) -> None:
+        """Reopen the ledger when the file at its path is not the one this connection holds."""
+        now = file_identity(self.path)
+        if now is not None and now == self._identity:
             return
-        rows = [r for e in entries for r in entry_rows(e)]
+        what = "deleted" if now is None else "replaced"
+        log.warning("ledger %s was %s while open: reopening it (new rows go to the file now there)", self.path, what)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = self._open()
+        h = self._health
+        self._health = LedgerHealth(h.state, h.reason, h.since, h.pending_rows, h.reopened + 1)
+
+    def _write(self, entries: list[Entry]) -> list[int]:
+        """All entries in one transaction; the rows each one inserted."""
+        self._check_file()
+        inserted = []
         with transaction(self._conn) as c:
-            # A request id seen twice (a client retry) keeps its first record.
-            c.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?)", rows)
-        self.written_rows += len(rows)
+            for e in entries:
+                # A request id seen twice (a client retry, or a batch sent again after an evaluator
+                # crash) keeps its first record.
+                cur = c.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?)", entry_rows(e))
+                inserted.append(max(cur.rowcount, 0))
+        self.written_rows += sum(inserted)
+        return inserted
+
+    def _attempt(self, force: bool = False) -> None:
+        """Write what waits (retried entries first, in order); on failure keep it for another try, and
+        count the oldest beyond ``retry_rows`` as unrecorded."""
+        self._retrying.extend(self._drain())
+        if not self._retrying or (not force and time.monotonic() < self._next_try):
+            return
+        batch, self._retrying = self._retrying, []
+        try:
+            inserted = self._write(batch)
+        except sqlite3.Error as exc:
+            self._failed(batch, exc)
+            return
+        if self._health.state != "ok":
+            log.warning("ledger %s writes again after %s; %d rows written late", self.path, self._health.reason, sum(e.row_count for e in batch))
+        self._health = LedgerHealth("ok", reopened=self._health.reopened)
+        self._failures = 0
+        for e, n in zip(batch, inserted, strict=True):
+            self._on_commit(e, n)
+
+    def _failed(self, batch: list[Entry], exc: sqlite3.Error) -> None:
+        reason = failure_reason(exc)
+        if self._failures == 0:
+            log.error("ledger %s: write failed (%s: %s); retrying, rows kept in memory", self.path, reason, exc)
+        self._failures += 1
+        self._next_try = time.monotonic() + min(MAX_BACKOFF_S, self.flush_interval_s * 2**self._failures)
+        h = self._health
+        self._health = LedgerHealth("degraded", reason, h.since or time.time(), 0, h.reopened)
+        waiting = sum(e.row_count for e in batch)
+        while batch and waiting > self.retry_rows:
+            oldest = batch.pop(0)
+            waiting -= oldest.row_count
+            self._on_unrecorded(reason, oldest)
+        self._retrying = batch + self._retrying
 
     def _run(self) -> None:
         while not self._stopped:
@@ -154,47 +226,31 @@ class Ledger:
                 except queue.Empty:
                     continue
             try:
-                self._write(self._drain())
-                if time.monotonic() - self._last_cleanup > self.cleanup_interval_s:
+                self._attempt(force=bool(waiters))
+                if time.monotonic() - self._last_cleanup > self.cleanup_interval_s and not self._retrying:
                     self.cleanup()
-            except Exception:  # keep the writer alive; the entries of this batch are logged as lost
-                log.exception("ledger write failed")
+            except Exception:  # a bug must not stop the writer; its entries stay queued
+                log.exception("ledger writer failed")
             for w in waiters:
                 w.set()
+        self._final()
+
+    def _final(self) -> None:
+        """At the stop: one more try for everything; what still fails is counted, never dropped silently."""
         try:
-            self._write(self._drain())
+            self._attempt(force=True)
         finally:
+            for entry in self._retrying:
+                self._on_unrecorded(self._health.reason or "ledger_error", entry)
+            self._retrying = []
             while not self._flush_requests.empty():
                 self._flush_requests.get().set()
 
     def cleanup(self, now: float | None = None) -> int:
-        """Delete unlabelled predictions past retention or beyond the row cap; returns rows deleted.
-
-        The age rule uses the created_at index; the cap is checked against a plain row count first,
-        outside any write lock, so the usual case costs one index scan and holds no lock."""
+        """Apply retention and the row cap now; returns rows deleted."""
         self._last_cleanup = time.monotonic()
-        cutoff = (now or time.time()) - self.retention_s
-        unlabelled = (
-            "NOT EXISTS (SELECT 1 FROM labels l WHERE l.request_id = predictions.request_id "
-            "AND l.row_index = predictions.row_index)"
-        )
-        with transaction(self._conn) as c:
-            deleted = c.execute(
-                f"DELETE FROM predictions WHERE created_at < ? AND {unlabelled}", (cutoff,)
-            ).rowcount
-        (total,) = self._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
-        if total <= self.max_unlabelled_rows:
-            return int(deleted)
-        with transaction(self._conn) as c:
-            (count,) = c.execute(f"SELECT COUNT(*) FROM predictions WHERE {unlabelled}").fetchone()
-            excess = count - self.max_unlabelled_rows
-            if excess > 0:
-                deleted += c.execute(
-                    f"DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions WHERE {unlabelled} "
-                    "ORDER BY created_at LIMIT ?)",
-                    (excess,),
-                ).rowcount
-        return int(deleted)
+        self._check_file()
+        return cleanup(self._conn, self.retention_s, self.max_unlabelled_rows, now)
 
     def close(self) -> None:
         """Flush everything and stop the writer (graceful stop)."""
@@ -209,7 +265,11 @@ class Ledger:
         self._conn.close()
 
 
-def open_ledger(settings: Settings) -> Ledger | None:
+def open_ledger(
+    settings: Settings,
+    on_commit: Callable[[Entry, int], None] = lambda _e, _n: None,
+    on_unrecorded: Callable[[str, Entry], None] = lambda _r, _e: None,
+) -> Ledger | None:
     """The ledger writer these settings describe; None when the ledger is disabled."""
     if not settings.ledger_enabled:
         return None
@@ -220,4 +280,10 @@ def open_ledger(settings: Settings) -> Ledger | None:
         retention_s=settings.ledger_retention_s,
         max_unlabelled_rows=settings.ledger_max_unlabelled_rows,
         cleanup_interval_s=settings.ledger_cleanup_interval_s,
+        retry_rows=settings.ledger_retry_rows,
+        on_commit=on_commit,
+        on_unrecorded=on_unrecorded,
+        max_bytes=settings.ledger_max_bytes,
     )
+
+

@@ -31,7 +31,7 @@ class Child:
 
 
 
-def start_evaluator(settings: Settings) -> Child:
+def start_evaluator(settings: Settings, journal: Path | None = None) -> Child:
     """A new evaluator process (python -m service.recording.evaluator), sent its Start message."""
     ours, theirs = socket.socketpair()
     env = dict(os.environ)
@@ -50,5 +50,5 @@ def start_evaluator(settings: Settings) -> Child:
     finally:
         theirs.close()
     conn = Connection(ours.detach())
-    send(conn, Start(settings))
+    send(conn, Start(settings, str(journal) if journal is not None else None))
     return Child(proc, conn)

@@ -3,10 +3,12 @@ worker after every batch and applied there to the Prometheus metrics (:func:`app
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import Counter, defaultdict
 from typing import Any
 
 from service import metrics
+from service.ledger.store import LedgerHealth
 from service.metric_queue import Series
 from service.recording.messages import CountsReport
 
@@ -36,20 +38,51 @@ class Observations:
 
 
 class EvaluatorCounts:
-    """The Counters a finisher increments in the evaluator, plus graph timings and finished jobs."""
+    """The Counters a finisher increments in the evaluator, graph timings, and which batches are
+    accounted for (every job committed or counted): the ledger writer's thread reports those, so
+    everything here is guarded by one lock."""
 
     def __init__(self) -> None:
         self.predictions: defaultdict[tuple[str, str], PlainCount] = defaultdict(PlainCount)
         self.disagreement: defaultdict[str, PlainCount] = defaultdict(PlainCount)
         self.compared: defaultdict[str, PlainCount] = defaultdict(PlainCount)
         self.dropped: defaultdict[str, PlainCount] = defaultdict(PlainCount)
+        self.unrecorded: defaultdict[str, PlainCount] = defaultdict(PlainCount)
         self.timers: dict[str, Observations] = {}
-        self.jobs = 0
+        self.lock = threading.Lock()
+        self._outstanding: dict[int, int] = {}
+        self._confirmed: list[int] = []
+
+    def expect(self, batches: Counter[int]) -> None:
+        """Jobs of these batches are about to be recorded."""
+        with self.lock:
+            for seq, n in batches.items():
+                self._outstanding[seq] = self._outstanding.get(seq, 0) + n
+
+    def accounted(self, batches: Counter[int]) -> None:
+        """Jobs of these batches are committed or counted; a batch with none left is confirmed. (A job
+        recorded twice, after a failed shadow batch, may count twice: the batch is confirmed only when
+        its last entry is accounted for, and the ledger keeps the first record.)"""
+        with self.lock:
+            for seq, n in batches.items():
+                left = self._outstanding.get(seq)
+                if left is None:
+                    continue
+                if left - n <= 0:
+                    del self._outstanding[seq]
+                    self._confirmed.append(seq)
+                else:
+                    self._outstanding[seq] = left - n
+
+    @property
+    def pending(self) -> bool:
+        with self.lock:
+            return bool(self._confirmed)
 
     def timer(self, name: str) -> Observations:
         return self.timers.setdefault(name, Observations())
 
-    def report(self) -> CountsReport:
+    def report(self, ledger: LedgerHealth | None = None) -> CountsReport:
         """Everything counted since the last report; then start again from zero."""
 
         def take(counts: dict[Any, PlainCount]) -> dict[Any, float]:
@@ -57,17 +90,20 @@ class EvaluatorCounts:
             counts.clear()
             return out
 
-        report = CountsReport(
-            jobs=self.jobs,
-            predictions=take(self.predictions),
-            disagreement=take(self.disagreement),
-            compared=take(self.compared),
-            dropped=take(self.dropped),
-            inference={n: t.seen for n, t in self.timers.items() if t.seen},
-        )
-        for t in self.timers.values():
-            t.seen = []
-        self.jobs = 0
+        with self.lock:
+            report = CountsReport(
+                confirmed=self._confirmed,
+                unrecorded=take(self.unrecorded),
+                predictions=take(self.predictions),
+                disagreement=take(self.disagreement),
+                compared=take(self.compared),
+                dropped=take(self.dropped),
+                inference={n: t.seen for n, t in self.timers.items() if t.seen},
+                ledger=ledger,
+            )
+            self._confirmed = []
+            for t in self.timers.values():
+                t.seen = []
         return report
 
 
@@ -82,6 +118,8 @@ def apply_counts(report: CountsReport, series: Series) -> None:
         (series.compared.get(model) or metrics.COMPARED.labels(model)).inc(n)
     for reason, n in report.dropped.items():
         (series.dropped.get(reason) or metrics.DROPPED.labels(reason)).inc(n)
+    for reason, n in report.unrecorded.items():
+        (series.unrecorded.get(reason) or metrics.UNRECORDED_ROWS.labels(reason)).inc(n)
     for model, seen in report.inference.items():
         timer = series.inference.get(model) or metrics.INFERENCE_SECONDS.labels(model)
         for seconds in seen:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
 
 from contract.outputs import Output, concat_outputs, slice_output
-from service.ledger.store import Entry, Ledger
+from service.ledger.entries import Entry
+from service.ledger.store import Ledger
 from service.recording.jobs import Counters, Finished, Job, Recorder, Repositories
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,6 @@ class Finisher:
             version=jobs[0].version,
             created_at=time.time(),
             outputs=outputs,
+            batches=Counter(j.batch for j in jobs),
         )
-        if not ledger.record(entry):
-            self._counters().dropped["ledger_queue_full"].inc()
+        ledger.record(entry)  # a full queue is counted by the ledger's on_unrecorded

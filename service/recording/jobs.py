@@ -42,6 +42,9 @@ class Job:
     """Shadow variants still to evaluate on these rows."""
     deadline: float
     """time.monotonic() after which the shadow work is late and dropped (the answer is still recorded)."""
+    batch: int = 0
+    """The worker's batch number this job travelled in to an evaluator process (0 on threads): a batch
+    is confirmed back once each of its jobs is committed or counted."""
 
     def without_shadow(self) -> Job:
         """The same answer with no shadow work owed (shed under load)."""

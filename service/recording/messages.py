@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy.typing as npt
 
+from service.ledger.store import LedgerHealth
 from service.settings import Settings
 
 
@@ -42,6 +43,10 @@ class JobBatch:
 
     metas: list[JobMeta]
     arrays: list[npt.NDArray[Any]]
+    seq: int = 0
+    """The worker's number for this batch; the evaluator confirms it once all its jobs are accounted for."""
+    resent: bool = False
+    """Sent before to an evaluator that died: some of it may be in the ledger already."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class Start:
     """The worker's settings, before anything else."""
 
     settings: Settings
+    journal: str | None = None
+    """The worker's crash journal, where the evaluator counts the rows it accounts for."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,12 @@ class Stop:
 class CountsReport:
     """What the evaluator counted since its last report, to be applied to the worker's metrics."""
 
-    jobs: int = 0
-    """Jobs finished (confirmed) since the last report."""
+    confirmed: list[int] = field(default_factory=list)
+    """Batches (JobBatch.seq) whose every job is now committed to the ledger or counted as unrecorded."""
+    unrecorded: dict[str, float] = field(default_factory=dict)
+    """Answered rows counted as not in the ledger, by reason."""
+    ledger: LedgerHealth | None = None
+    """The evaluator's ledger writer's state."""
     predictions: dict[tuple[str, str], float] = field(default_factory=dict)
     disagreement: dict[str, float] = field(default_factory=dict)
     compared: dict[str, float] = field(default_factory=dict)

@@ -10,10 +10,14 @@ single rows even or slightly ahead (2,408 -> 2,479 req/s over 8 rounds, max 28 -
 batches p99 98 -> 36 ms and max 262 -> 142 ms at equal throughput, ~85 MB more per worker. Pickling
 each request's arrays instead (22 µs a request on the sender) had cost 9% of throughput.
 
-Nothing answered is lost silently: a job the evaluator never confirmed (it died) is counted as
-``evaluator_lost`` and the evaluator is started again; a full queue drops shadow work first (the
-answer is still recorded) and counts both. :meth:`ProcessRecording.barrier` returns once everything
-submitted before it is committed to the ledger, which is what /feedback and /compare wait for.
+Nothing answered is lost silently. Each shipped batch stays in memory until the evaluator confirms
+that its every job is committed to the ledger or counted as unrecorded; when the evaluator dies, a new
+one is started and every unconfirmed batch is sent again (the ledger keeps the first record of a
+request id, so a batch committed just before the crash is not written twice); a batch the evaluator
+died on twice is counted as ``evaluator_lost``. A full queue drops shadow work first (the answer is
+still recorded) and counts both. :meth:`ProcessRecording.barrier` returns once everything submitted
+before it is committed, which is what /feedback and /compare wait for. What a killed *worker* still
+held is counted at the next start from its journal (service/recording/journal.py).
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from service import metrics
+from service.ledger.store import LedgerHealth
 from service.metric_queue import Series
 from service.recording.child import Child, start_evaluator
 from service.recording.counts import apply_counts
 from service.recording.jobs import Job
+from service.recording.journal import RowAccounting
 from service.recording.messages import (
     Barrier,
     Closed,
@@ -67,6 +74,18 @@ class _Control:
         return self.event.wait(timeout_s) and self.ok
 
 
+@dataclass
+class _Resend:
+    """An unconfirmed batch on its way to a new evaluator, and how many evaluators it has outlived."""
+
+    jobs: list[Job]
+    attempts: int
+
+
+MAX_ATTEMPTS = 3
+"""A batch sent to this many evaluators that all died is counted as lost (it may be what kills them)."""
+
+
 class ProcessRecording:
     """The Recording protocol over an evaluator process: a bounded deque, a sender thread, the
     process and a reader of its answers."""
@@ -74,7 +93,7 @@ class ProcessRecording:
     def __init__(self, settings: Settings, series: Callable[[], Series]) -> None:
         self.settings = settings
         self._series = series
-        self._pending: collections.deque[Job | _Control] = collections.deque()
+        self._pending: collections.deque[Job | _Control | _Resend] = collections.deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -83,6 +102,12 @@ class ProcessRecording:
         self._tokens = itertools.count(1)
         self._waiters: dict[int, _Control] = {}
         self._stopping = False
+        self._seq = itertools.count(1)
+        self._inflight: dict[int, _Resend] = {}
+        """Batches sent and not yet confirmed, by number (guarded by _lock)."""
+        self._inflight_jobs = 0
+        self.rows = RowAccounting(settings)
+        self._ledger_health: LedgerHealth | None = None
 
     # --- the request path ------------------------------------------------------------------------
     def submit(self, job: Job) -> bool:
@@ -92,9 +117,10 @@ class ProcessRecording:
             return True  # nothing owed: no shadow work, nothing to record
         if self._thread is None:
             self._ensure_thread()
-        waiting = len(self._pending)
+        self.rows.answered(job.rows)
+        waiting = len(self._pending) + self._inflight_jobs
         if waiting >= self.settings.record_queue:
-            self._drop("ledger_queue_full", 1)
+            self.rows.unrecorded("ledger_queue_full", 1, job.rows, self._series())
             return False
         if job.shadow and waiting >= self.settings.shadow_queue:
             self._drop("shadow_queue_full", 1)
@@ -110,7 +136,9 @@ class ProcessRecording:
         return self._control(Barrier(next(self._tokens)), timeout_s)
 
     def prepare(self, repo: LoadedRepository, timeout_s: float = 120.0) -> bool:
-        """Have the evaluator load a version before it is served (no drops at a swap)."""
+        """Have the evaluator load a version before it is served (no drops at a swap); open the crash
+        journal on the first load."""
+        self.rows.start()
         self._ensure_thread()
         return self._control(Load(next(self._tokens), str(repo.path)), timeout_s)
 
@@ -147,36 +175,43 @@ class ProcessRecording:
                     self._deliver(items)
                 except Exception:  # a bug here must not stop every later answer from being recorded
                     log.exception("shipping %d items to the evaluator failed", len(items))
-                    self._count_lost(sum(1 for i in items if not isinstance(i, _Control)))
+                    jobs = [i for i in items if isinstance(i, Job)]
+                    jobs += [j for i in items if isinstance(i, _Resend) for j in i.jobs]
+                    self._lost(jobs)
                     for item in items:
                         if isinstance(item, _Control):
                             item.finish(False, "shipping to the evaluator failed")
             if self._stopping and not self._pending:
                 return
 
-    def _deliver(self, items: list[Job | _Control]) -> None:
+    def _deliver(self, items: list[Job | _Control | _Resend]) -> None:
         jobs: list[Job] = []
         for item in items:
-            if isinstance(item, _Control):
-                self._send_jobs(jobs)
-                jobs = []
-                self._send_control(item)
-            else:
+            if isinstance(item, Job):
                 jobs.append(item)
+                continue
+            self._send_jobs(jobs)
+            jobs = []
+            if isinstance(item, _Resend):
+                self._send_jobs(item.jobs, item.attempts)
+            else:
+                self._send_control(item)
         self._send_jobs(jobs)
 
-    def _send_jobs(self, jobs: list[Job]) -> None:
+    def _send_jobs(self, jobs: list[Job], attempts: int = 0) -> None:
         if not jobs:
             return
         child = self._live_child()
-        if child is None:
-            self._count_lost(len(jobs))
+        if child is None:  # no evaluator can start now: keep them for the next try (bounded by submit)
+            self._pending.appendleft(_Resend(jobs, attempts))
             return
+        seq = next(self._seq)
+        with self._lock:
+            self._inflight[seq] = _Resend(jobs, attempts + 1)
+            self._inflight_jobs += len(jobs)
         try:
-            send(child.conn, Jobs(encode(jobs)))
-            child.sent += len(jobs)
+            send(child.conn, Jobs(encode(jobs, seq, resent=attempts > 0)))
         except OSError:
-            self._count_lost(len(jobs))
             self._lose(child)
 
     def _send_control(self, control: _Control) -> None:
@@ -220,7 +255,7 @@ class ProcessRecording:
         return child
 
     def _start(self) -> Child:
-        child = start_evaluator(self.settings)
+        child = start_evaluator(self.settings, self.rows.path)
         child.reader = threading.Thread(
             target=self._read_forever, args=(child,), name="gateway-offload-reader", daemon=True
         )
@@ -235,7 +270,8 @@ class ProcessRecording:
             except (EOFError, OSError):
                 break
             if isinstance(message, Counts):
-                child.acked += message.report.jobs
+                self._confirmed(message.report.confirmed)
+                self._ledger_health = message.report.ledger
                 try:
                     apply_counts(message.report, self._series())
                 except Exception:  # a metric bug must not stop the reader
@@ -251,9 +287,17 @@ class ProcessRecording:
         if not child.closed:
             self._lose(child)
 
+    def _confirmed(self, seqs: list[int]) -> None:
+        """Confirmed batches leave memory (the evaluator counted their rows in this worker's journal)."""
+        with self._lock:
+            for seq in seqs:
+                batch = self._inflight.pop(seq, None)
+                if batch is not None:
+                    self._inflight_jobs -= len(batch.jobs)
+
     def _lose(self, child: Child) -> None:
-        """The evaluator died: count what it never confirmed, fail the waits; the next batch starts
-        a new one."""
+        """The evaluator died: send its unconfirmed batches again (to a new one), except those that
+        outlived MAX_ATTEMPTS evaluators (counted lost); fail the waits."""
         with self._lock:
             if child.lost:
                 return
@@ -261,7 +305,14 @@ class ProcessRecording:
             if self._child is child:
                 self._child = None
             waiters, self._waiters = self._waiters, {}
-        self._count_lost(child.sent - child.acked)
+            unconfirmed, self._inflight = list(self._inflight.values()), {}
+            self._inflight_jobs = 0
+        again = [b for b in unconfirmed if b.attempts < MAX_ATTEMPTS]
+        self._lost([j for b in unconfirmed if b.attempts >= MAX_ATTEMPTS for j in b.jobs])
+        for batch in reversed(again):
+            self._pending.appendleft(batch)
+        if again:
+            self._wake.set()
         for control in waiters.values():
             control.finish(False, "the evaluator process exited")
         code = child.proc.poll()
@@ -269,19 +320,31 @@ class ProcessRecording:
             child.proc.kill()
             code = child.proc.wait()
         log.error(
-            "evaluator process %d exited with %s; %d jobs unconfirmed",
+            "evaluator process %d exited with %s; %d unconfirmed jobs sent again",
             child.proc.pid,
             code,
-            child.sent - child.acked,
+            sum(len(b.jobs) for b in again),
         )
         child.conn.close()
 
     def _drop(self, reason: str, n: int) -> None:
         metrics.DROPPED.labels(reason).inc(n)
 
-    def _count_lost(self, n: int) -> None:
-        if n > 0:
-            self._drop("evaluator_lost", n)
+    def _lost(self, jobs: list[Job]) -> None:
+        if jobs:
+            self.rows.unrecorded("evaluator_lost", len(jobs), sum(j.rows for j in jobs), self._series())
+
+    def health(self) -> dict[str, object]:
+        with self._lock:
+            inflight = len(self._inflight)
+        ledger = self._ledger_health
+        return {
+            "recording": "evaluator process",
+            "evaluator_pid": self.pid,
+            "unconfirmed_batches": inflight,
+            "queued": len(self._pending),
+            "ledger": asdict(ledger) if ledger is not None else None,
+        }
 
     @property
     def pid(self) -> int | None:
@@ -308,3 +371,4 @@ class ProcessRecording:
             child.proc.wait()
         if child.reader is not None:
             child.reader.join(timeout_s)
+        self.rows.close()

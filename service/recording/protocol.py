@@ -34,6 +34,10 @@ class Recording(Protocol):
         False when that did not happen in time."""
         ...
 
+    def health(self) -> dict[str, object]:
+        """How recording is doing: which implementation, and the ledger writer's state."""
+        ...
+
     def close(self) -> None:
         """Finish and record everything submitted, then stop (graceful: nothing acknowledged lost)."""
         ...

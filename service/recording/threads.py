@@ -16,12 +16,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Generic, TypeVar
 
+from service.ledger.entries import Entry
 from service.ledger.store import open_ledger
 from service.metric_queue import Series
 from service.recording.finisher import Finisher
 from service.recording.jobs import Job, Recorder
+from service.recording.journal import RowAccounting
 from service.runtime.repository import LoadedRepository
 from service.settings import Settings
 
@@ -145,7 +148,8 @@ class ShadowThread(Generic[T]):
 class ThreadRecording:
     """The Recording protocol on threads of this worker: jobs with shadow work (or every job, when a
     recorder watches) go to the shadow thread in batches; the rest are recorded at once (a queue put
-    on the ledger writer's queue)."""
+    on the ledger writer's queue). Every answered row is accounted for (service/recording/journal.py):
+    committed, or counted as unrecorded with the ledger's reason."""
 
     def __init__(
         self,
@@ -155,9 +159,10 @@ class ThreadRecording:
     ) -> None:
         self._versions: dict[str, LoadedRepository] = {}
         self._keep = settings.evaluator_keep_versions
-        self.ledger = open_ledger(settings)
-        self._recorder = recorder
         self._series = series
+        self.rows = RowAccounting(settings)
+        self.ledger = open_ledger(settings, self._committed, self._unrecorded)
+        self._recorder = recorder
         self.finisher = Finisher(series, lambda: self.ledger, self._versions.__getitem__, lambda: recorder)
         self._shadow: ShadowThread[Job] = ShadowThread(
             self._settle,
@@ -167,9 +172,16 @@ class ThreadRecording:
             gather_s=settings.shadow_gather_s,
         )
 
+    def _committed(self, entry: Entry, inserted: int) -> None:
+        self.rows.committed(entry.row_count, inserted, self._series())
+
+    def _unrecorded(self, reason: str, entry: Entry) -> None:
+        self.rows.unrecorded(reason, len(entry.request_ids), entry.row_count, self._series())
+
     def prepare(self, repo: LoadedRepository) -> bool:
         """Keep the version's graphs for its jobs (and the previous version's, for jobs queued before a
-        reload)."""
+        reload); open the crash journal on the first load."""
+        self.rows.start()
         self._versions.pop(str(repo.path), None)
         self._versions[str(repo.path)] = repo
         while len(self._versions) > self._keep:
@@ -177,6 +189,7 @@ class ThreadRecording:
         return True
 
     def submit(self, job: Job) -> bool:
+        self.rows.answered(job.rows)
         if (job.shadow or self._recorder is not None) and self._shadow.submit(job, job.deadline):
             return True
         # No shadow work (or no room for it): record what was answered right away.
@@ -191,7 +204,12 @@ class ThreadRecording:
         ok = self._shadow.barrier(timeout_s)
         return (self.ledger.flush(timeout_s) if self.ledger is not None else True) and ok
 
+    def health(self) -> dict[str, object]:
+        ledger = self.ledger.health() if self.ledger is not None else None
+        return {"recording": "threads", "ledger": asdict(ledger) if ledger is not None else None}
+
     def close(self) -> None:
         self._shadow.close()
         if self.ledger is not None:
             self.ledger.close()
+        self.rows.close()

@@ -43,8 +43,8 @@ class _Blocks:
         return [p[0] if len(p) == 1 else np.concatenate(p) for p in self.parts]
 
 
-def encode(jobs: list[Job]) -> JobBatch:
-    """One batch of the jobs, in order."""
+def encode(jobs: list[Job], seq: int = 0, resent: bool = False) -> JobBatch:
+    """One batch of the jobs, in order, numbered ``seq``."""
     blocks = _Blocks()
 
     def put(out: Output) -> tuple[int, ...]:
@@ -63,7 +63,7 @@ def encode(jobs: list[Job]) -> JobBatch:
                 served, members, feeds, j.shadow, j.deadline,
             )
         )
-    return JobBatch(metas, blocks.arrays())
+    return JobBatch(metas, blocks.arrays(), seq, resent)
 
 
 def decode(batch: JobBatch) -> list[Job]:
@@ -98,6 +98,7 @@ def decode(batch: JobBatch) -> list[Job]:
                 feeds={k: take(i, m.rows) for k, i in m.feeds},
                 shadow=m.shadow,
                 deadline=m.deadline,
+                batch=batch.seq,
             )
         )
     return out

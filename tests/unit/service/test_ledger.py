@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from contract.outputs import Output
+from service.ledger.entries import Entry
 from service.ledger.schema import transaction
-from service.ledger.store import Entry, Ledger
+from service.ledger.store import Ledger
 from tests.helpers import ledger_count
 
 
@@ -73,17 +74,20 @@ def test_flush_and_graceful_close_write_everything(tmp_path: Path) -> None:
 def test_a_full_queue_drops_and_counts_without_blocking_the_caller(tmp_path: Path) -> None:
     import time
 
-    ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=30, max_queue=2)
+    unrecorded: list[tuple[str, Entry]] = []
+    ledger = Ledger(
+        tmp_path / "l.sqlite", flush_interval_s=30, max_queue=2, on_unrecorded=lambda r, e: unrecorded.append((r, e))
+    )
     assert ledger.record(entry("a")) and ledger.record(entry("b"))
     start = time.monotonic()
     assert not ledger.record(entry("c"))
     assert time.monotonic() - start < 0.1
-    assert ledger.dropped == 1
+    assert [(r, e.request_ids) for r, e in unrecorded] == [("ledger_queue_full", ["c"])]
     ledger.close()
     assert ledger_count(ledger.path) == 2 * 2
 
 
-def test_duplicate_request_ids_keep_the_first_record(tmp_path: Path) -> None:
+def test_duplicate_ids_keep_the_first_record(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite", flush_interval_s=0.01)
     ledger.record(entry("same", rows=1))
     ledger.record(entry("same", rows=1))
