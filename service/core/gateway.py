@@ -52,6 +52,7 @@ class Gateway:
         self._feedback_lock = threading.Lock()
         self._compare_lock = threading.Lock()
         self._labelled: LabelledRows | None = None
+        self._reopened_seen = 0
 
     # --- loading -------------------------------------------------------------------------------
     def load(self, path: Path | None = None) -> LoadedRepository:
@@ -205,6 +206,12 @@ class Gateway:
         metrics.LEDGER_DEGRADED.set(1 if degraded else 0)
         if isinstance(ledger, dict):
             metrics.LEDGER_PENDING_ROWS.set(float(ledger.get("pending_rows") or 0))
+            reopened = int(ledger.get("reopened") or 0)
+            if reopened < self._reopened_seen:  # a new writer (the evaluator was restarted) counts from 0
+                self._reopened_seen = 0
+            if reopened > self._reopened_seen:  # the writer counts; the counter follows at each look
+                metrics.LEDGER_REOPENED.inc(reopened - self._reopened_seen)
+                self._reopened_seen = reopened
         return {
             "ready": self.ready,
             "status": "degraded" if degraded else "ok",
