@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -60,6 +62,42 @@ def server_command(host: str, port: int) -> list[str]:
     return [str(bentoml), "serve", SERVICE, "--host", host, "--port", str(port)]
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why `bentoml serve` could not listen on host:port (taken, or not an address here), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"--host {host}: not an address ({exc.strerror})"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server will: SO_REUSEADDR, so only a listening socket (not TIME_WAIT) is a conflict.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"--port {port}: {host}:{port} is in use (another server, or an orphaned worker?)"
+            return f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})"
+    return None
+
+
+def settings_problem(admin_token: str | None) -> str | None:
+    """The first invalid GATEWAY_* setting in this environment, in one line, or None."""
+    from pydantic import ValidationError
+
+    from service.settings import ENV_PREFIX, Settings
+
+    if admin_token is not None and not admin_token.strip():
+        return "--admin-token: blank; give a token or leave the flag out to keep the admin API closed"
+    try:
+        Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + "_".join(str(p) for p in first["loc"]).upper()
+        return f"{name}: {first['msg']}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Verify (exit 2 with one line on a bad repository), then replace this process with bentoml."""
     from contract.verify import RepositoryError
@@ -67,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         print(f"gateway serve: error: --workers: expected at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    problem = settings_problem(args.admin_token) or port_problem(args.host, args.port)
+    if problem:
+        print(f"gateway serve: error: {problem}", file=sys.stderr)
         return 2
     try:
         repo = load(args.repository)

@@ -75,6 +75,17 @@ def verify(version_dir: Path) -> Manifest:
     return verify_with_cards(version_dir)[0]
 
 
+def inside(version_dir: Path, rel: str, field: str) -> Path:
+    """``version_dir / rel``, refused when it resolves outside the version folder (``..``, an absolute
+    path, a symlink out): a manifest names files of its own version only. Checked before the file is
+    touched, so the error says nothing about what exists elsewhere on the host."""
+    root = version_dir.resolve()
+    path = (version_dir / rel).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise RepositoryError(f"{version_dir / MANIFEST_FILE}: {field} {rel!r}: expected a file inside its version folder")
+    return path
+
+
 def verify_with_cards(version_dir: Path) -> tuple[Manifest, dict[str, ModelCard]]:
     """What verify checks, returning the parsed cards by model name as well (read once)."""
     manifest = load_manifest(version_dir)
@@ -82,15 +93,22 @@ def verify_with_cards(version_dir: Path) -> tuple[Manifest, dict[str, ModelCard]
     referenced.update(
         {e.meta_model: e.meta_sha256 for e in manifest.ensembles if e.meta_model and e.meta_sha256}
     )
+    for m in manifest.members:
+        inside(version_dir, m.path, f"members[{m.name}].path")
+        inside(version_dir, m.card, f"members[{m.name}].card")
+    for e in manifest.ensembles:
+        inside(version_dir, e.card, f"ensembles[{e.name}].card")
+        if e.meta_model:
+            inside(version_dir, e.meta_model, f"ensembles[{e.name}].meta_model")
     for rel, expected in {**manifest.files, **referenced}.items():
-        path = version_dir / rel
+        path = inside(version_dir, rel, "files")
         if not path.is_file():
             raise RepositoryError(f"{path}: missing (listed in {MANIFEST_FILE})")
         actual = sha256_file(path)
         if actual != expected:
             raise RepositoryError(f"{path}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…)")
     specs = [(m.name, m.card) for m in manifest.members] + [(e.name, e.card) for e in manifest.ensembles]
-    cards = {name: load_card(version_dir / card) for name, card in specs}
+    cards = {name: load_card(inside(version_dir, card, f"{name}.card")) for name, card in specs}
     return manifest, cards
 
 

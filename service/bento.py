@@ -15,6 +15,7 @@ from service.core.gateway import Gateway
 from service.http.app import build_app
 from service.http.hot import HotRoutesMiddleware
 from service.settings import Settings
+from service.supervision import watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class EnsembleGateway:
 
     def __init__(self) -> None:
         gateway.load()
+        watch_parent(gateway.close)
         patches.freeze_heap(gateway.settings.gc_thresholds)
         for result in PATCHES.values():
             if not result.applied:  # said again once logging is set up in the worker

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GATEWAY_"
@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     and not written it yet (its gather window plus its flush interval, longer under load). Only
     unknown ids wait; 0 answers at once."""
     admin_token: SecretStr | None = None
-    """Bearer token for /admin/*; without it the admin API answers 403."""
+    """Bearer token for /admin/*; without it the admin API answers 403. A blank token is refused
+    (it would open the admin API to anyone who sends an empty bearer)."""
     max_batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 1024
     """Largest number of records (or OIP rows) in one request."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
@@ -96,6 +97,13 @@ class Settings(BaseSettings):
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """BentoML's per-request timeout for the routes it serves (the hot routes are bounded by body size
     and rows per request instead)."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("blank: set a token, or unset GATEWAY_ADMIN_TOKEN to keep the admin API closed")
+        return value
 
 
 def environment(**values: object) -> dict[str, str]:

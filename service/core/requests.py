@@ -130,9 +130,16 @@ def _raise_bad(values: list[Any], field: str, column: str, expected: str, allowe
 
 
 def check_request_id(value: Any, field: str = "request_id") -> str:
-    """Client request ids: 1-128 printable characters without spaces."""
-    if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.isprintable() or " " in value:
-        raise InvalidField(field, "1-128 printable characters without spaces", describe(value))
+    """Client request ids: 1-128 printable ASCII characters without spaces (the id is sent back in the
+    X-Request-ID header, which carries ASCII only)."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 128
+        or not value.isascii()
+        or not value.isprintable()
+        or " " in value
+    ):
+        raise InvalidField(field, "1-128 printable ASCII characters without spaces", describe(value))
     return value
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from pathlib import Path
 
 import anyio
 from starlette.requests import Request
@@ -14,8 +13,9 @@ from contract.verify import RepositoryError
 from service.core.gateway import Gateway
 from service.core.routing import parse_routing
 from service.errors import AdminDisabled, InvalidField, Unauthorized, describe
-from service.http.bodies import body_object, body_of, parse_json
+from service.http.bodies import body_object, body_of, json_body_of, parse_json, require_json
 from service.http.responses import guarded, json_response
+from service.runtime.locations import TARGET_FORMS, models_root, reload_target
 
 
 def admin_routes(gateway: Gateway) -> list[Route]:
@@ -34,17 +34,25 @@ def admin_routes(gateway: Gateway) -> list[Route]:
     async def admin_reload(request: Request) -> Response:
         check_admin(request)
         raw = await body_of(request, settings.max_body_bytes)
+        if raw.strip():
+            require_json(request.scope)
         body = body_object(parse_json(raw)) if raw.strip() else {}
         extra = sorted(set(body) - {"repository"})
         if extra:
             raise InvalidField(extra[0], "only 'repository'", "an unknown field")
-        path = body.get("repository")
-        if path is not None and (not isinstance(path, str) or not path):
-            raise InvalidField("repository", "a path", describe(path))
+        value = body.get("repository")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidField("repository", TARGET_FORMS, describe(value))
+        root = models_root(settings.repository)
         try:
-            repo = await anyio.to_thread.run_sync(lambda: gateway.load(Path(path) if path else None))
+            path = reload_target(root, value, gateway.repo.manifest.name) if value else None
         except RepositoryError as exc:
-            raise InvalidField("repository", "a valid model repository", str(exc)) from exc
+            raise InvalidField("repository", TARGET_FORMS, str(exc)) from exc
+        try:
+            repo = await anyio.to_thread.run_sync(lambda: gateway.load(path))
+        except RepositoryError as exc:
+            # Verification errors name files of the version under the root: shown relative to it.
+            raise InvalidField("repository", "a valid model repository", str(exc).replace(f"{root}/", "")) from exc
         return json_response(
             {"model": repo.manifest.name, "version": repo.manifest.version, "path": str(repo.path)}
         )
@@ -53,7 +61,7 @@ def admin_routes(gateway: Gateway) -> list[Route]:
         check_admin(request)
         if request.method == "GET":
             return json_response(gateway.router.as_routing().model_dump(mode="json"))
-        routing = parse_routing(body_object(parse_json(await body_of(request, settings.max_body_bytes))))
+        routing = parse_routing(body_object(parse_json(await json_body_of(request, settings.max_body_bytes))))
         router = gateway.set_routing(routing)
         return json_response(router.as_routing().model_dump(mode="json"))
 

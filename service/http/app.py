@@ -18,7 +18,7 @@ from starlette.routing import Route
 from service import metric_queue
 from service.core.gateway import Gateway
 from service.http.admin import admin_routes
-from service.http.bodies import body_of, parse_json
+from service.http.bodies import json_body_of, parse_json
 from service.http.hot import HotRoutes
 from service.http.oip import oip_routes
 from service.http.responses import guarded, json_response
@@ -31,7 +31,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
     settings = gateway.settings
 
     async def feedback(request: Request) -> Response:
-        body = parse_json(await body_of(request, settings.max_body_bytes))
+        body = parse_json(await json_body_of(request, settings.max_body_bytes))
         return json_response(await anyio.to_thread.run_sync(gateway.feedback, body))
 
     async def compare(request: Request) -> Response:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from service.errors import InvalidBody, PayloadTooLarge, describe
+from service.errors import InvalidBody, PayloadTooLarge, UnsupportedMediaType, describe
 from service.http.types import Receive, Scope
 
 
@@ -21,6 +21,19 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def require_json(scope: Scope) -> None:
+    """JSON routes take JSON only: a page on another site can post text/plain, form data or a typeless
+    blob without a CORS preflight (label poisoning), never application/json. OIP routes do not call
+    this (tritonclient sends other types)."""
+    value = header(scope, b"content-type")
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type: expected application/json, got {value!r}" if value else "Content-Type: expected application/json, got none"
+    )
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -58,6 +71,12 @@ def body_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidBody(f"body: expected a JSON object, got {describe(body)}")
     return body
+
+
+async def json_body_of(request: Request, limit: int) -> bytes:
+    """The body of a JSON route (415 unless its Content-Type is JSON)."""
+    require_json(request.scope)
+    return await read_body(request.scope, request.receive, limit)
 
 
 async def body_of(request: Request, limit: int) -> bytes:

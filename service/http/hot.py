@@ -19,7 +19,7 @@ import orjson
 
 from service.core.gateway import Gateway
 from service.http import oip
-from service.http.bodies import ClientGone, body_object, header, parse_json, read_body
+from service.http.bodies import ClientGone, body_object, header, parse_json, read_body, require_json
 from service.http.responses import JSON, failure, status_counters
 from service.http.types import Answer, ASGIApp, Receive, Scope, Send
 
@@ -95,6 +95,7 @@ class HotRoutes:
     async def _predict(self, scope: Scope, receive: Receive, params: list[str]) -> Answer:
         start = time.perf_counter()
         gateway = self.gateway
+        require_json(scope)
         raw = await read_body(scope, receive, gateway.settings.max_body_bytes)
         body = body_object(parse_json(raw))
         out, job = gateway.predict_json(body, header(scope, b"x-request-id"))

@@ -93,6 +93,13 @@ def _column_tensor(
                 f"{field}.datatype", f"a numeric type ({', '.join(NUMERIC_TYPES)})", describe(dtype)
             )
         if binary is not None:
+            element = np.dtype(NUMERIC_TYPES[dtype]).itemsize
+            if len(binary) != rows * element:
+                raise InvalidField(
+                    f"{field}.parameters.binary_data_size",
+                    f"{rows * element} bytes ({rows} x {dtype}, shape {inp.get('shape')})",
+                    f"{len(binary)} bytes",
+                )
             arr = np.frombuffer(binary, dtype=NUMERIC_TYPES[dtype])
         else:
             values = _flatten(inp.get("data"))

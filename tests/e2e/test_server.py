@@ -37,7 +37,7 @@ def test_bad_input_never_5xx_and_server_keeps_serving(
         b'{"records": [{"age": NaN}]}',
     ]
     for body in bad_bodies:
-        r = httpx.post(f"{server.url}/predict", content=body)
+        r = httpx.post(f"{server.url}/predict", content=body, headers={"content-type": "application/json"})
         assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
         assert "error" in r.json()
     r = httpx.post(f"{server.url}/v2/models/ghost/infer", content=b"{}")

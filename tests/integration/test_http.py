@@ -155,7 +155,7 @@ def test_ensembles_recombine_member_outputs_exactly(
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_field(client: Any, body: bytes, status: int, fragment: str) -> None:
-    r = client.post("/predict", content=body)
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert fragment in r.json()["error"]
 
@@ -163,7 +163,7 @@ def test_bad_input_is_a_4xx_naming_the_field(client: Any, body: bytes, status: i
 def test_limits_and_service_keeps_serving(client: Any, feature_records: list[dict[str, Any]]) -> None:
     r = client.post("/predict", json={"records": feature_records[:65]})
     assert r.status_code == 413 and "at most 64 records" in r.json()["error"]
-    r = client.post("/predict", content=b'{"records": [' + b" " * 70_000 + b"]}")
+    r = client.post("/predict", content=b'{"records": [' + b" " * 70_000 + b"]}", headers={"content-type": "application/json"})
     assert r.status_code == 413 and "body" in r.json()["error"]
     r = client.post("/predict", json={"records": [{**feature_records[0], "age": None, "city": None}]})
     assert r.status_code == 200, "missing values are accepted and imputed inside the graph"
@@ -253,7 +253,7 @@ def test_reload_swaps_atomically_under_load(
     for t in threads:
         t.start()
     for _ in range(3):
-        r = client.post("/admin/reload", headers=AUTH, json={"repository": str(built_repo.version)})
+        r = client.post("/admin/reload", headers=AUTH, json={"repository": f"churn/{built_repo.version.name}"})
         assert r.status_code == 200, r.text
     stop.set()
     for t in threads:
@@ -261,9 +261,20 @@ def test_reload_swaps_atomically_under_load(
     assert statuses and set(statuses) == {200}
 
 
-def test_reload_refuses_a_bad_repository(client: Any, tmp_path: Any) -> None:
-    r = client.post("/admin/reload", headers=AUTH, json={"repository": str(tmp_path)})
-    assert r.status_code == 400 and "no model version found" in r.json()["error"]
+@pytest.mark.parametrize("value", ["/etc", "../..", "churn/../../x", "churn/1/../..", "nope", "999"])
+def test_reload_takes_names_under_the_models_root_only(client: Any, gateway: Gateway, value: str) -> None:
+    r = client.post("/admin/reload", headers=AUTH, json={"repository": value})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error.startswith("repository: expected a model name, name/version or version")
+    assert str(gateway.settings.repository.resolve()) not in error  # no host paths in errors
+
+
+def test_reload_by_version_and_name(client: Any, built_repo: BuiltRepo) -> None:
+    version = built_repo.version.name
+    for value in (version, "churn", f"churn/{version}"):
+        r = client.post("/admin/reload", headers=AUTH, json={"repository": value})
+        assert r.status_code == 200 and r.json()["version"] == int(version), r.text
 
 
 def test_models_lists_members_ensembles_cards_routing(client: Any, gateway: Gateway) -> None:
@@ -339,11 +350,11 @@ def test_hot_routes_answer_wrong_methods_and_odd_paths_like_the_rest_of_the_api(
     # Paths shaped unlike an infer route fall through to the router's 404.
     assert client.post(f"/v2/models/{name}/x/infer", content=b"{}").status_code == 404
     assert client.post("/v2/models//infer", content=b"{}").status_code == 404
-    r = client.post("/predict", content=b'{"records": [1]}', headers={"content-length": "99999999"})
+    r = client.post("/predict", content=b'{"records": [1]}', headers={"content-length": "99999999", "content-type": "application/json"})
     assert r.status_code == 413
     # A chunked body (no Content-Length) is read whole.
     chunks = iter([b'{"records": ', json.dumps(feature_records[:2]).encode(), b"}"])
-    r = client.post("/predict", content=chunks)
+    r = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"]) == 2
 
@@ -364,5 +375,28 @@ def test_hot_route_responses_are_counted_by_route_and_status_class(
 
     ok, bad = count("predict", "2xx"), count("predict", "4xx")
     client.post("/predict", json={"records": feature_records[:1]})
-    client.post("/predict", content=b"[]")
+    client.post("/predict", content=b"[]", headers={"content-type": "application/json"})
     assert (count("predict", "2xx"), count("predict", "4xx")) == (ok + 1, bad + 1)
+
+
+def test_json_routes_refuse_other_content_types(client: Any, feature_records: list[dict[str, Any]]) -> None:
+    """A page on another site can post text/plain or form data without a CORS preflight: refused,
+    and nothing is recorded or joined."""
+    import orjson
+
+    body = orjson.dumps({"records": feature_records[:1], "request_id": "xsite"})
+    for headers in ({"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}):
+        r = client.post("/predict", content=body, headers=headers)
+        assert r.status_code == 415 and "Content-Type" in r.json()["error"], (headers, r.text)
+        fb = client.post("/feedback", content=b'{"request_id": "x", "row": 0, "label": "stay"}', headers=headers)
+        assert fb.status_code == 415, headers
+    ok = client.post("/predict", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+    assert client.put("/admin/routing", content=b"{}", headers={**AUTH, "content-type": "text/plain"}).status_code == 415
+
+
+def test_a_blank_admin_token_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="blank"):
+        Settings(admin_token="  ")

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from service.core.gateway import Gateway
+from tests.helpers import ledger_count
 
 
 def oip_inputs(records: list[dict[str, Any]], gateway: Gateway) -> list[dict[str, Any]]:
@@ -137,7 +138,7 @@ def test_infer_binary_tensors_both_ways(
         (lambda b: b["inputs"][0].update(data=[1, 2]), "inputs[0].data: expected 5 elements"),
         (lambda b: b["inputs"][0].update(data=["a"] * 5), "inputs[0].data: expected finite numbers"),
         (lambda b: b.update(outputs=[{"name": "nope"}]), "outputs[0].name"),
-        (lambda b: b.update(id=""), "id: expected 1-128 printable"),
+        (lambda b: b.update(id=""), "id: expected 1-128 printable ASCII"),
     ],
 )
 def test_infer_bad_tensors_are_400(
@@ -160,3 +161,38 @@ def test_infer_malformed_binary_header_is_400(client: Any, gateway: Gateway) -> 
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
     r = client.post(f"/v2/models/{name}/infer", content=b"not json")
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+
+
+def test_a_binary_chunk_that_is_not_whole_elements_is_refused_and_not_recorded(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    columns = gateway.repo.manifest.inputs
+    inputs, blobs = [], []
+    for c in columns:
+        value = feature_records[0][c.name]
+        if c.kind == "numeric":
+            blob = struct.pack("<f", float(value))[:3] if not blobs else struct.pack("<f", float(value))
+            inputs.append({"name": c.name, "shape": [1, 1], "datatype": "FP32", "parameters": {"binary_data_size": len(blob)}})
+        else:
+            blob = struct.pack("<I", len(str(value).encode())) + str(value).encode()
+            inputs.append({"name": c.name, "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}})
+        blobs.append(blob)
+    head = orjson.dumps({"id": "half-float", "inputs": inputs})
+    r = client.post(
+        f"/v2/models/{gateway.repo.manifest.name}/infer",
+        content=head + b"".join(blobs),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert r.status_code == 400 and "binary_data_size" in r.json()["error"], r.text
+    assert gateway.recording.barrier()
+    assert ledger_count(gateway.settings.ledger_path, "request_id = 'half-float'") == 0
+
+
+@pytest.mark.parametrize("rid", ["é", "a\r\nb", "x" * 129, "tab\there"])
+def test_request_ids_that_cannot_go_back_in_a_header_are_400(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]], rid: str
+) -> None:
+    r = client.post("/predict", json={"records": feature_records[:1], "request_id": rid})
+    assert r.status_code == 400 and "request_id" in r.json()["error"]
+    assert gateway.recording.barrier()
+    assert ledger_count(gateway.settings.ledger_path) == 0
