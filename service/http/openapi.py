@@ -31,10 +31,10 @@ class PredictRequest(_Doc):
         description="Force a member, 'vote', 'average', 'weighted', 'stack' or "
         "'champion' instead of routing.",
     )
-    routing_key: str | None = Field(None, description="Sticky A/B assignment key (e.g. a user id).")
+    routing_key: str | None = Field(None, min_length=1, description="Sticky A/B assignment key (e.g. a user id).")
     request_id: str | None = Field(
         None,
-        max_length=128,
+        pattern=r"^[!-~]{1,128}$",
         description="Your id for this request (also X-Request-ID); labels are posted against it.",
     )
     return_members: bool = Field(False, description="Also return every member's output.")
@@ -135,7 +135,12 @@ def document(manifest: Manifest | None = None) -> dict[str, Any]:
         schemas["PredictRequest"]["properties"]["records"]["items"] = _ref("Record")
     errors = {
         str(code): {"description": text, **_json("Error")}
-        for code, text in [(400, "bad input"), (413, "too large"), (503, "not ready")]
+        for code, text in [
+            (400, "bad input"),
+            (413, "too large"),
+            (415, "not JSON (Content-Type)"),
+            (503, "not ready, or the ledger cannot take labels now"),
+        ]
     }
     return {
         "openapi": "3.1.0",
@@ -155,7 +160,20 @@ def document(manifest: Manifest | None = None) -> dict[str, Any]:
             "/feedback": {
                 "post": {
                     "summary": "Post ground-truth labels for earlier predictions",
-                    "requestBody": {"required": True, **_json("FeedbackRequest")},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        _ref("FeedbackRequest"),
+                                        _ref("Label"),
+                                        {"type": "array", "items": _ref("Label"), "minItems": 1},
+                                    ]
+                                }
+                            }
+                        },
+                    },
                     "responses": {"200": {"description": "counts", **_json("FeedbackResponse")}, **errors},
                 }
             },

@@ -11,6 +11,14 @@ import pytest
 from tests.helpers import BuiltRepo, ledger_count, start_server, stop_server, wait_until
 
 
+def value(text: str, sample: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def _send(url: str, records: list[dict[str, Any]], prefix: str, n: int) -> None:
     with httpx.Client(base_url=url, timeout=10) as c:
         for i in range(n):
@@ -54,9 +62,16 @@ def test_kill_9_loses_at_most_the_last_flush_interval(
     late = ledger_count(ledger, "request_id LIKE 'late-%'")
     print(f"kill -9: early requests recorded {early}/50, last-interval requests recorded {late}/20")
     assert early == 50
-    # Everything that survived can still be joined after a restart.
+    # Everything that survived can still be joined after a restart; what did not is counted there:
+    # the dead worker's crash journal shows the gap (answered = recorded + counted).
     server = start_server(built_repo.root, tmp_path / "s2.log", ledger=ledger)
     try:
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        crashed = value(metrics, 'gateway_unrecorded_rows_total{reason="worker_crashed"}')
+        print(f"kill -9: answered 70, recorded {early + late}, counted worker_crashed {crashed:g} at restart")
+        assert early + late + crashed == 70
+        if crashed:
+            assert "ledger gap: worker" in (tmp_path / "s2.log").read_text()
         labels = [{"request_id": f"early-{i}", "row": 0, "label": "stay"} for i in range(50)]
         r = httpx.post(f"{server.url}/feedback", json={"labels": labels}, timeout=30)
         assert r.json()["joined"] == 50

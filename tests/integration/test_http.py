@@ -400,3 +400,21 @@ def test_a_blank_admin_token_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="blank"):
         Settings(admin_token="  ")
+
+
+def test_openapi_and_server_agree_on_edge_values(client: Any, feature_records: list[dict[str, Any]]) -> None:
+    """What the documented models forbid the server refuses, and what they allow the server takes."""
+    from pydantic import ValidationError
+
+    from service.http.openapi import Label, PredictRequest
+
+    for bad in ({"routing_key": ""}, {"request_id": "é"}, {"request_id": "x" * 129}):
+        body = {"records": feature_records[:1], **bad}
+        with pytest.raises(ValidationError):
+            PredictRequest.model_validate(body)
+        assert client.post("/predict", json=body).status_code == 400, bad
+    doc = client.get("/openapi.json").json()
+    feedback = doc["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/Label"}, "minItems": 1} in feedback["anyOf"]
+    bare = [Label(request_id="nobody", row=0, label="stay").model_dump()]
+    assert client.post("/feedback", json=bare).status_code == 200
