@@ -97,6 +97,13 @@ class UnsupportedMediaType(GatewayError):
     status = 415
 
 
+class BodyTimeout(GatewayError):
+    """The client did not send its whole body in time (a slow or stalled upload holds a connection)."""
+
+    reason = "body_timeout"
+    status = 408
+
+
 class NotReady(GatewayError):
     """The repository is not loaded."""
 

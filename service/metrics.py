@@ -41,6 +41,7 @@ REJECT_REASONS = (
     "invalid_field",
     "unknown_variant",
     "payload_too_large",
+    "body_timeout",
     "not_found",
     "unauthorized",
     "admin_disabled",

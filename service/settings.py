@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     metrics_flush_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.25
     """How often queued hot-path metric updates reach the (multiprocess) values; /metrics of a worker
     flushes first, so a scrape never misses an update made before it in the same worker."""
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A request body must arrive whole within this long after its headers (408 otherwise): half-sent
+    uploads cannot hold connections indefinitely."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """BentoML's per-request timeout for the routes it serves (the hot routes are bounded by body size
     and rows per request instead)."""

@@ -15,13 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from contract.manifest import Routing
+from contract.outputs import Output
 from service import metric_queue, metrics
 from service.core.answers import describe_repository, rows_json
 from service.core.publish import publish_models, publish_routing
 from service.core.requests import PredictRequest, parse_predict
 from service.core.routing import Router
-from service.errors import NotReady, UnknownVariant
+from service.errors import InvalidField, NotReady, UnknownVariant
 from service.ledger.feedback import FeedbackStore
 from service.ledger.reads import LabelledRows, served_rows
 from service.ledger.schema import connect
@@ -34,6 +37,21 @@ from service.stats.compare import compare
 
 log = logging.getLogger(__name__)
 ALIASES = ("champion",)
+
+
+def check_finite(outputs: Mapping[str, Output]) -> None:
+    """Answers with NaN or infinite scores are refused before anything is answered or recorded: a
+    value far outside the training data overflows inside a graph (float32), and a non-finite
+    probability is no answer."""
+    for variant, out in outputs.items():
+        for arr in (out.proba, out.values):
+            if arr is not None and not np.isfinite(arr).all():
+                bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
+                raise InvalidField(
+                    f"records[{int(bad[0])}]",
+                    "values the models can score (within the range of the training data)",
+                    f"a non-finite score from {variant} ({len(bad)} row(s))",
+                )
 
 
 class Gateway:
@@ -135,13 +153,15 @@ class Gateway:
             [m.name for m in repo.manifest.members] if request.return_members else repo.members_for([name])
         )
         outputs = repo.run_members(request.feeds, needed)
+        served = repo.evaluate(name, outputs)
+        check_finite({name: served, **(outputs if request.return_members else {})})
         rows = request.rows
         job = Job(
             request_id=request.request_id,
             variant=name,
             role=role,
             rows=rows,
-            output=repo.evaluate(name, outputs),
+            output=served,
             members=outputs,
             repository=str(repo.path),
             model=repo.manifest.name,

@@ -33,7 +33,7 @@ def admin_routes(gateway: Gateway) -> list[Route]:
 
     async def admin_reload(request: Request) -> Response:
         check_admin(request)
-        raw = await body_of(request, settings.max_body_bytes)
+        raw = await body_of(request, settings.max_body_bytes, settings.body_timeout_s)
         if raw.strip():
             require_json(request.scope)
         body = body_object(parse_json(raw)) if raw.strip() else {}
@@ -61,7 +61,8 @@ def admin_routes(gateway: Gateway) -> list[Route]:
         check_admin(request)
         if request.method == "GET":
             return json_response(gateway.router.as_routing().model_dump(mode="json"))
-        routing = parse_routing(body_object(parse_json(await json_body_of(request, settings.max_body_bytes))))
+        raw = await json_body_of(request, settings.max_body_bytes, settings.body_timeout_s)
+        routing = parse_routing(body_object(parse_json(raw)))
         router = gateway.set_routing(routing)
         return json_response(router.as_routing().model_dump(mode="json"))
 

@@ -31,7 +31,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
     settings = gateway.settings
 
     async def feedback(request: Request) -> Response:
-        body = parse_json(await json_body_of(request, settings.max_body_bytes))
+        body = parse_json(await json_body_of(request, settings.max_body_bytes, settings.body_timeout_s))
         return json_response(await anyio.to_thread.run_sync(gateway.feedback, body))
 
     async def compare(request: Request) -> Response:
@@ -40,7 +40,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
     async def openapi(request: Request) -> Response:
         from service.http.openapi import document
 
-        return json_response(document(gateway.repo.manifest if gateway.ready else None))
+        return json_response(document(gateway.repo.manifest if gateway.ready else None, settings.max_batch_rows))
 
     async def health(request: Request) -> Response:
         doc = gateway.health()

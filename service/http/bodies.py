@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import orjson
 from starlette.requests import Request
 
-from service.errors import InvalidBody, PayloadTooLarge, UnsupportedMediaType, describe
+from service.errors import BodyTimeout, InvalidBody, PayloadTooLarge, UnsupportedMediaType, describe
 from service.http.types import Receive, Scope
 
 
@@ -36,8 +37,17 @@ def require_json(scope: Scope) -> None:
     )
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole body, refusing anything over ``limit`` bytes (by Content-Length before reading)."""
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float = 10.0) -> bytes:
+    """The whole body within ``timeout_s``, refusing anything over ``limit`` bytes (by Content-Length
+    before reading)."""
+    try:
+        with anyio.fail_after(timeout_s):
+            return await _read_body(scope, receive, limit)
+    except TimeoutError as exc:
+        raise BodyTimeout(f"body: expected the whole body within {timeout_s:g} s") from exc
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body: expected at most {limit} bytes, got {declared}")
@@ -73,12 +83,12 @@ def body_object(body: Any) -> dict[str, Any]:
     return body
 
 
-async def json_body_of(request: Request, limit: int) -> bytes:
+async def json_body_of(request: Request, limit: int, timeout_s: float = 10.0) -> bytes:
     """The body of a JSON route (415 unless its Content-Type is JSON)."""
     require_json(request.scope)
-    return await read_body(request.scope, request.receive, limit)
+    return await read_body(request.scope, request.receive, limit, timeout_s)
 
 
-async def body_of(request: Request, limit: int) -> bytes:
+async def body_of(request: Request, limit: int, timeout_s: float = 10.0) -> bytes:
     """The raw body, refusing anything over ``limit`` bytes (the hot routes' reader)."""
-    return await read_body(request.scope, request.receive, limit)
+    return await read_body(request.scope, request.receive, limit, timeout_s)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from contract.manifest import Manifest
 
 Value = float | int | str | None
+FLOAT32_MAX = 3.4028234663852886e38
+"""Numeric columns are float32 inside the graphs: larger magnitudes are refused."""
 
 
 class _Doc(BaseModel):
@@ -100,7 +102,7 @@ def _json(name: str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": _ref(name)}}}
 
 
-def document(manifest: Manifest | None = None) -> dict[str, Any]:
+def document(manifest: Manifest | None = None, max_rows: int | None = None) -> dict[str, Any]:
     """OpenAPI 3.1 for /predict, /feedback, /compare, /models (OIP follows its own published spec).
 
     Long because most of it is the document itself, a literal read top to bottom."""
@@ -125,7 +127,7 @@ def document(manifest: Manifest | None = None) -> dict[str, Any]:
             "required": [c.name for c in manifest.inputs],
             "properties": {
                 c.name: (
-                    {"type": ["number", "null"]}
+                    {"type": ["number", "null"], "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
                     if c.kind == "numeric"
                     else {"type": ["string", "null"], "examples": c.categories[:5]}
                 )
@@ -133,6 +135,11 @@ def document(manifest: Manifest | None = None) -> dict[str, Any]:
             },
         }
         schemas["PredictRequest"]["properties"]["records"]["items"] = _ref("Record")
+        if max_rows is not None:
+            schemas["PredictRequest"]["properties"]["records"]["maxItems"] = max_rows
+        names = [m.name for m in manifest.members] + [e.name for e in manifest.ensembles] + ["champion"]
+        variant = schemas["PredictRequest"]["properties"]["variant"]
+        variant["anyOf"] = [{"enum": sorted(names)}, {"type": "null"}]
     errors = {
         str(code): {"description": text, **_json("Error")}
         for code, text in [

@@ -13,7 +13,7 @@ import pytest
 from service.core.gateway import Gateway
 from service.recording.jobs import Finished
 from service.settings import Settings
-from tests.helpers import ADMIN_TOKEN, BuiltRepo, HeldOut
+from tests.helpers import ADMIN_TOKEN, BuiltRepo, HeldOut, ledger_count
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -418,3 +418,15 @@ def test_openapi_and_server_agree_on_edge_values(client: Any, feature_records: l
     assert {"type": "array", "items": {"$ref": "#/components/schemas/Label"}, "minItems": 1} in feedback["anyOf"]
     bare = [Label(request_id="nobody", row=0, label="stay").model_dump()]
     assert client.post("/feedback", json=bare).status_code == 200
+
+
+def test_rows_the_models_cannot_score_are_refused_not_answered_with_nan(
+    client: Any, gateway: Gateway, feature_records: list[dict[str, Any]]
+) -> None:
+    """Found by the schema fuzzer: a value near the float32 limit overflows inside a graph and a
+    member answered NaN probabilities (sent as null). Now a 400 naming the row, nothing recorded."""
+    row = {**feature_records[0], "age": -2.8836090355491356e38, "monthly income": 3.6e16}
+    r = client.post("/predict", json={"records": [feature_records[1], row], "request_id": "nan", "return_members": True})
+    assert r.status_code == 400 and r.json()["error"].startswith("records[1]: expected values the models can score"), r.text
+    assert gateway.recording.barrier()
+    assert ledger_count(gateway.settings.ledger_path) == 0
