@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.manifest import Manifest
+from contract.manifest import Manifest, Routing
 
 Value = float | int | str | None
 FLOAT32_MAX = 3.4028234663852886e38
@@ -114,6 +114,7 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
         FeedbackRequest,
         FeedbackResponse,
         Error,
+        Routing,
     ]
     schemas: dict[str, Any] = {}
     for m in models:
@@ -148,6 +149,10 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
             (415, "not JSON (Content-Type)"),
             (503, "not ready, or the ledger cannot take labels now"),
         ]
+    }
+    admin_errors = {
+        str(code): {"description": text, **_json("Error")}
+        for code, text in [(401, "wrong or missing bearer token"), (403, "admin API disabled")]
     }
     return {
         "openapi": "3.1.0",
@@ -196,6 +201,37 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                     "responses": {"200": {"description": "repository description"}},
                 }
             },
+            "/health": {
+                "get": {
+                    "summary": "Readiness, the recording and the ledger (ok or degraded, with the reason)",
+                    "responses": {
+                        "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "503": {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics, aggregated across workers",
+                    "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+                }
+            },
+            "/admin/routing": {
+                "get": {
+                    "summary": "The routing in force",
+                    "security": [{"admin": []}],
+                    "responses": {"200": {"description": "routing", **_json("Routing")}, **admin_errors},
+                },
+                "put": {
+                    "summary": "Replace the routing (names must be variants of the loaded version)",
+                    "security": [{"admin": []}],
+                    "requestBody": {"required": True, **_json("Routing")},
+                    "responses": {"200": {"description": "routing now", **_json("Routing")}, **errors, **admin_errors},
+                },
+            },
         },
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer", "description": "GATEWAY_ADMIN_TOKEN"}},
+        },
     }

@@ -14,6 +14,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.core.gateway import Gateway
 from service.http.app import build_app
+from tests.helpers import ADMIN_TOKEN
 
 EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "600"))
 
@@ -30,7 +31,7 @@ def test_every_route_answers_as_documented(gateway: Gateway) -> None:
             # Whether a schema-valid row can be scored depends on the model (values far outside the
             # training data overflow inside float32 graphs and are refused with a documented 400).
             sent[case.operation.label] = sent.get(case.operation.label, 0) + 1
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, excluded_checks=[positive_data_acceptance])
 
         fuzz()
     print(f"fuzz: {sum(sent.values())} requests, 0 5xx, 0 schema violations: {sent}")
