@@ -314,6 +314,26 @@ def ledger_count(path: Path, where: str = "1=1") -> int:
         return int(conn.execute(f"SELECT COUNT(*) FROM predictions WHERE {where}").fetchone()[0])
 
 
+def ledger_ids(path: Path) -> set[str]:
+    """Distinct request ids in a ledger file."""
+    with sqlite3.connect(path) as conn:
+        return {r for (r,) in conn.execute("SELECT DISTINCT request_id FROM predictions")}
+
+
+def remove_ledger(path: Path) -> None:
+    """Delete a SQLite ledger with its WAL and shared-memory files (as an operator's rm would)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def scraped(text: str, sample: str) -> float:
+    """One sample's value in a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def write_csv(folder: Path, frame: pd.DataFrame, name: str = "table.csv") -> str:
     """A table written as CSV; returns its path as a string (for command lines)."""
     path = folder / name

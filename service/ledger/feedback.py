@@ -8,7 +8,6 @@ combiner that predicted that row, once.
 
 from __future__ import annotations
 
-import logging
 import math
 import sqlite3
 import threading
@@ -21,11 +20,9 @@ from typing import Any
 from contract.manifest import Manifest
 from service import metrics
 from service.errors import InvalidField, LedgerUnavailable, PayloadTooLarge, describe
-from service.ledger.schema import connect, decode_outputs, transaction
-from service.ledger.store import failure_reason, file_identity
+from service.ledger.schema import WatchedConnection, decode_outputs, transaction
+from service.ledger.store import failure_reason
 from service.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,9 +108,7 @@ class FeedbackStore:
         """How long to keep looking (every feedback_retry_step_s) for predictions not found: another
         worker (or replica) may have answered them and not written them yet."""
         self._retry_step_s = settings.feedback_retry_step_s
-        self._path = settings.ledger_path
-        self._conn = connect(self._path)
-        self._identity = file_identity(self._path)
+        self._db = WatchedConnection(settings.ledger_path)
         self._lock = threading.Lock()
         """One connection, used by one thread at a time."""
 
@@ -156,7 +151,7 @@ class FeedbackStore:
         # Outcomes are kept aside until the commit: a label is "joined" only once it is durable.
         counts: Counter[str] = Counter()
         errors: list[str] = []
-        self._check_file()
+        self._db.check()
         try:
             self._join_rows(valid, final, now, counts, errors, missing, scored)
         except sqlite3.Error as exc:
@@ -192,7 +187,7 @@ class FeedbackStore:
         scored: list[tuple[list[tuple[str, int | None, float | None]], int | None, float | None, float]],
     ) -> None:
         """One transaction: every label looked up, checked against an earlier one, and inserted."""
-        with transaction(self._conn) as c:
+        with transaction(self._db.conn) as c:
             for i, rid, row, label_index, value in valid:
                 found = c.execute(
                     "SELECT outputs, created_at FROM predictions WHERE request_id = ? AND row_index = ?",
@@ -224,16 +219,9 @@ class FeedbackStore:
                 ]
                 scored.append((preds, label_index, value, float(now - found[1])))
 
-    def _check_file(self) -> None:
-        """Reconnect when the ledger file was deleted or replaced: a label written into an unlinked
-        file would be acknowledged and lost."""
-        now = file_identity(self._path)
-        if now is not None and now == self._identity:
-            return
-        log.warning("ledger %s was deleted or replaced: the label store reconnects", self._path)
-        self._conn.close()
-        self._conn = connect(self._path)
-        self._identity = file_identity(self._path)
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        return self._db.conn
 
     def close(self) -> None:
-        self._conn.close()
+        self._db.close()

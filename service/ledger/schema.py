@@ -5,12 +5,15 @@ document) and one of labels. Plain SQL, no SQLite-only types, so a shared databa
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -51,6 +54,43 @@ def connect(path: Path, max_bytes: int | None = None) -> sqlite3.Connection:
         (page,) = conn.execute("PRAGMA page_size").fetchone()
         conn.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // int(page))}")
     return conn
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None when there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class WatchedConnection:
+    """A ledger connection that notices when the file at its path is no longer the one it holds
+    (deleted, or replaced by a restore): :meth:`check` reopens it there (a new file gets the schema)
+    instead of writing on into an unlinked inode. The writer and the label store both use it."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self.reopened = 0
+        self.conn = connect(path, max_bytes)
+        self._identity = file_identity(path)
+
+    def check(self) -> None:
+        now = file_identity(self.path)
+        if now is not None and now == self._identity:
+            return
+        what = "deleted" if now is None else "replaced"
+        log.warning("ledger %s was %s while open: reopening it (new rows go to the file now there)", self.path, what)
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+        self.conn = connect(self.path, self._max_bytes)
+        self._identity = file_identity(self.path)
+        self.reopened += 1
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 @contextmanager

@@ -14,7 +14,6 @@ Unlabelled predictions past retention or a row cap are deleted (service/ledger/r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import sqlite3
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from service.ledger.entries import Entry, entry_rows
 from service.ledger.retention import cleanup
-from service.ledger.schema import connect, transaction
+from service.ledger.schema import WatchedConnection, transaction
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,6 @@ def failure_reason(exc: BaseException) -> str:
     return "ledger_error"
 
 
-def file_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 class Ledger:
     """Background writer of predictions; synchronous label joins live in service/ledger/feedback.py."""
 
@@ -95,9 +86,8 @@ class Ledger:
         self.retry_rows = retry_rows
         self._on_commit = on_commit
         self._on_unrecorded = on_unrecorded
-        self._max_bytes = max_bytes
         self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
-        self._conn = self._open()
+        self._db = WatchedConnection(path, max_bytes)
         self._flush_requests: queue.Queue[threading.Event] = queue.Queue()
         self._retrying: list[Entry] = []
         self._health = LedgerHealth("ok")
@@ -109,10 +99,9 @@ class Ledger:
         self._stopped = False
         self._thread.start()
 
-    def _open(self) -> sqlite3.Connection:
-        conn = connect(self.path, self._max_bytes)
-        self._identity = file_identity(self.path)
-        return conn
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        return self._db.conn
 
     # --- callers -------------------------------------------------------------------------------
     def record(self, entry: Entry) -> bool:
@@ -137,10 +126,9 @@ class Ledger:
 
     def health(self) -> LedgerHealth:
         h = self._health
-        pending = self._queue.qsize() and sum(e.row_count for e in list(self._queue.queue) if e is not None)
-        return LedgerHealth(
-            h.state, h.reason, h.since, int(pending) + sum(e.row_count for e in self._retrying), h.reopened
-        )
+        waiting = [*list(self._queue.queue), *self._retrying]
+        pending = sum(e.row_count for e in waiting if e is not None)
+        return LedgerHealth(h.state, h.reason, h.since, pending, self._db.reopened)
 
     # --- the writer ----------------------------------------------------------------------------
     def _drain(self) -> list[Entry]:
@@ -155,22 +143,9 @@ class Ledger:
                 continue
             entries.append(item)
 
-    def _check_file(self) -> None:
-        """Reopen the ledger when the file at its path is not the one this connection holds."""
-        now = file_identity(self.path)
-        if now is not None and now == self._identity:
-            return
-        what = "deleted" if now is None else "replaced"
-        log.warning("ledger %s was %s while open: reopening it (new rows go to the file now there)", self.path, what)
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
-        self._conn = self._open()
-        h = self._health
-        self._health = LedgerHealth(h.state, h.reason, h.since, h.pending_rows, h.reopened + 1)
-
     def _write(self, entries: list[Entry]) -> list[int]:
         """All entries in one transaction; the rows each one inserted."""
-        self._check_file()
+        self._db.check()
         inserted = []
         with transaction(self._conn) as c:
             for e in entries:
@@ -195,7 +170,7 @@ class Ledger:
             return
         if self._health.state != "ok":
             log.warning("ledger %s writes again after %s; %d rows written late", self.path, self._health.reason, sum(e.row_count for e in batch))
-        self._health = LedgerHealth("ok", reopened=self._health.reopened)
+        self._health = LedgerHealth("ok")
         self._failures = 0
         for e, n in zip(batch, inserted, strict=True):
             self._on_commit(e, n)
@@ -207,7 +182,7 @@ class Ledger:
         self._failures += 1
         self._next_try = time.monotonic() + min(MAX_BACKOFF_S, self.flush_interval_s * 2**self._failures)
         h = self._health
-        self._health = LedgerHealth("degraded", reason, h.since or time.time(), 0, h.reopened)
+        self._health = LedgerHealth("degraded", reason, h.since or time.time())
         waiting = sum(e.row_count for e in batch)
         while batch and waiting > self.retry_rows:
             oldest = batch.pop(0)
@@ -249,7 +224,7 @@ class Ledger:
     def cleanup(self, now: float | None = None) -> int:
         """Apply retention and the row cap now; returns rows deleted."""
         self._last_cleanup = time.monotonic()
-        self._check_file()
+        self._db.check()
         return cleanup(self._conn, self.retention_s, self.max_unlabelled_rows, now)
 
     def close(self) -> None:
@@ -262,7 +237,7 @@ class Ledger:
         self._queue.put(None)
         self._flush_requests.put(threading.Event())
         self._thread.join(timeout=30)
-        self._conn.close()
+        self._db.close()
 
 
 def open_ledger(

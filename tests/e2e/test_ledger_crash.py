@@ -8,15 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import BuiltRepo, ledger_count, start_server, stop_server, wait_until
-
-
-def value(text: str, sample: str) -> float:
-    """One sample of a Prometheus text exposition (0 when absent)."""
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split()[-1])
-    return 0.0
+from tests.helpers import BuiltRepo, ledger_count, scraped, start_server, stop_server, wait_until
 
 
 def _send(url: str, records: list[dict[str, Any]], prefix: str, n: int) -> None:
@@ -67,7 +59,7 @@ def test_kill_9_loses_at_most_the_last_flush_interval(
     server = start_server(built_repo.root, tmp_path / "s2.log", ledger=ledger)
     try:
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-        crashed = value(metrics, 'gateway_unrecorded_rows_total{reason="worker_crashed"}')
+        crashed = scraped(metrics, 'gateway_unrecorded_rows_total{reason="worker_crashed"}')
         print(f"kill -9: answered 70, recorded {early + late}, counted worker_crashed {crashed:g} at restart")
         assert early + late + crashed == 70
         if crashed:

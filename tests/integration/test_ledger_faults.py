@@ -6,7 +6,6 @@ acknowledged as joined unless it is durable."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from service import metrics
 from service.core.gateway import Gateway
 from service.http.app import build_app
 from service.settings import Settings
-from tests.helpers import ledger_count, sample, wait_until
+from tests.helpers import ledger_count, remove_ledger, sample, wait_until
 
 
 def unrecorded_total() -> float:
@@ -115,8 +114,7 @@ def test_a_ledger_deleted_while_serving_is_recreated_and_old_ids_are_not_joined(
         send(client, feature_records, "before", 3, rows=1)
         assert gateway.recording.barrier()
         reopened = sample("gateway_ledger_reopened_total")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        remove_ledger(path)
         answered = send(client, feature_records, "after", 4, rows=1)
         assert gateway.recording.barrier()
         assert ledger_count(path) == answered  # the rows after the deletion are in the file now there

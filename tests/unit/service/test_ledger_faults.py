@@ -14,7 +14,7 @@ import pytest
 
 from service.ledger.entries import Entry
 from service.ledger.store import Ledger, failure_reason
-from tests.helpers import ledger_count, wait_until
+from tests.helpers import ledger_count, ledger_ids, remove_ledger, wait_until
 from tests.unit.service.test_ledger import entry
 
 
@@ -118,24 +118,18 @@ def test_locked_database_waits_and_writes_when_the_lock_is_released(tmp_path: Pa
     assert ledger_count(path) == 10 and out.committed == 10 and out.counted == 0
 
 
-def _remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
 def test_a_deleted_file_is_noticed_and_recreated_not_written_into_the_void(tmp_path: Path) -> None:
     out = Outcomes()
     path = tmp_path / "l.sqlite"
     ledger = writer(path, out)
     ledger.record(entry("old"))
     assert ledger.flush()
-    _remove(path)
+    remove_ledger(path)
     ledger.record(entry("new"))
     assert ledger.flush()
     assert ledger.health().reopened == 1
     ledger.close()
-    ids = {r for (r,) in sqlite3.connect(path).execute("SELECT DISTINCT request_id FROM predictions")}
-    assert ids == {"new"}  # the new file holds what came after; nothing went to the unlinked inode
+    assert ledger_ids(path) == {"new"}  # the new file holds what came after; nothing went to the unlinked inode
     assert out.committed == 4  # both entries were committed (the first to the file later deleted)
 
 
@@ -150,14 +144,13 @@ def test_a_replaced_file_is_noticed_and_written_to(tmp_path: Path) -> None:
     other = writer(backup, Outcomes())
     other.record(entry("from-backup"))
     other.close()
-    _remove(path)
+    remove_ledger(path)
     os.replace(backup, path)
     ledger.record(entry("b"))
     assert ledger.flush()
     assert ledger.health().reopened == 1
     ledger.close()
-    ids = {r for (r,) in sqlite3.connect(path).execute("SELECT DISTINCT request_id FROM predictions")}
-    assert ids == {"from-backup", "b"}
+    assert ledger_ids(path) == {"from-backup", "b"}
 
 
 def test_degraded_spell_backs_off_and_keeps_order(tmp_path: Path) -> None:
