@@ -161,7 +161,9 @@ def ensemble_latency(
         f = frame_feeds(ctx.table.columns, sample.iloc[:n])
 
         def call() -> Output:
-            outs = [from_graph(s.run(None, f), ctx.task, t) for s, t in zip(sessions, thresholds, strict=True)]
+            outs = [
+                from_graph(s.run(None, f), ctx.task, t) for s, t in zip(sessions, thresholds, strict=True)
+            ]
             return combine(
                 strategy, outs, task=ctx.table.task, n_classes=ctx.n_classes, weights=ev.weights, meta=meta
             )
@@ -170,5 +172,3 @@ def ensemble_latency(
 
     single, batch = latency.single_and_batch_us(run_rows)
     return LatencyRecord(onnx_single_row_us=single, onnx_batch_row_us=batch)
-
-

@@ -103,7 +103,9 @@ def member_latency(
     one = rows.iloc[:1]
     predict = pipeline.predict_proba if classification else pipeline.predict
     sk = latency.median_us(lambda: predict(one), latency.SKLEARN_RUNS, warmup=2)
-    return LatencyRecord(onnx_single_row_us=single, onnx_batch_row_us=batch, sklearn_single_row_us=round(sk, 1))
+    return LatencyRecord(
+        onnx_single_row_us=single, onnx_batch_row_us=batch, sklearn_single_row_us=round(sk, 1)
+    )
 
 
 def score_member(m: Evaluated, ctx: BuildContext) -> None:

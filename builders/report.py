@@ -97,7 +97,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _matrix(title: str, m: Matrix) -> str:
-    return _table([title, *m.names], [[n, *[f"{v:.2f}" for v in row]] for n, row in zip(m.names, m.matrix, strict=True)])
+    return _table(
+        [title, *m.names], [[n, *[f"{v:.2f}" for v in row]] for n, row in zip(m.names, m.matrix, strict=True)]
+    )
 
 
 def _budget(members: list[Evaluated]) -> str:

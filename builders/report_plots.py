@@ -40,12 +40,7 @@ def write_plots(
 def _pareto(plots: Path, models: list[Evaluated], metric: str, files: dict[str, str]) -> None:
     """Test score against single-row latency, the Pareto front in red."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    front = pareto_front(
-        [
-            (m.name, oriented(metric, m.metrics["test"][metric]), _latency(m))
-            for m in models
-        ]
-    )
+    front = pareto_front([(m.name, oriented(metric, m.metrics["test"][metric]), _latency(m)) for m in models])
     for m in models:
         lat = _latency(m)
         ax.scatter(
@@ -113,7 +108,9 @@ def _correlation(plots: Path, facts: ReportFacts, files: dict[str, str]) -> None
         files["error_correlation"] = "plots/error_correlation.png"
 
 
-def _champion(plots: Path, table: Any, models: list[Evaluated], facts: ReportFacts, files: dict[str, str]) -> None:
+def _champion(
+    plots: Path, table: Any, models: list[Evaluated], facts: ReportFacts, files: dict[str, str]
+) -> None:
     """The champion's confusion matrix (or residuals) on the test split."""
     champion = facts.champion
     champ = next(m for m in models if m.name == champion)

@@ -165,7 +165,9 @@ def _start_gateway(
     url = f"http://127.0.0.1:{port}"
     env = server_env(version, 1, ledger=run_dir / "ledger.sqlite")
     step(f"starting the gateway on {url} (bentoml serve, ledger {run_dir / 'ledger.sqlite'})")
-    gateway = Managed("gateway", server_command("127.0.0.1", port), run_dir / "gateway.log", env=env, cwd=ROOT)
+    gateway = Managed(
+        "gateway", server_command("127.0.0.1", port), run_dir / "gateway.log", env=env, cwd=ROOT
+    )
     children.append(gateway)
     gateway.wait_http(f"{url}/readyz", 120)
     return url

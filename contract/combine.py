@@ -153,6 +153,8 @@ def combine(
             raise ValueError("stack: expected a meta-model")
         return from_graph(meta(stack_features([m.proba for m in members], task)), task, threshold)
     if strategy != "soft_average":
-        raise ValueError(f"{task}: expected strategy 'hard_vote', 'soft_average' or 'stack', got {strategy!r}")
+        raise ValueError(
+            f"{task}: expected strategy 'hard_vote', 'soft_average' or 'stack', got {strategy!r}"
+        )
     _, proba = soft_average([m.proba for m in members], weights)
     return Output(labels=apply_threshold(proba, threshold), proba=proba)

@@ -21,6 +21,7 @@ class Output:
     raw_labels: npt.NDArray[np.int64] | None = None
     """Members only: the graph's own label (argmax), which hard votes count."""
 
+
 def slice_output(out: Output, start: int, stop: int) -> Output:
     """Rows [start, stop) of a batch output."""
 

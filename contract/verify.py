@@ -82,7 +82,9 @@ def inside(version_dir: Path, rel: str, field: str) -> Path:
     root = version_dir.resolve()
     path = (version_dir / rel).resolve()
     if not path.is_relative_to(root) or path == root:
-        raise RepositoryError(f"{version_dir / MANIFEST_FILE}: {field} {rel!r}: expected a file inside its version folder")
+        raise RepositoryError(
+            f"{version_dir / MANIFEST_FILE}: {field} {rel!r}: expected a file inside its version folder"
+        )
     return path
 
 

@@ -10,7 +10,7 @@ import logging
 
 import bentoml
 
-from service import patches
+from service import connections, patches
 from service.core.gateway import Gateway
 from service.http.app import build_app
 from service.http.hot import HotRoutesMiddleware
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PATCHES = patches.apply_all()
 SETTINGS = Settings()
+connections.configure(SETTINGS.header_timeout_s, SETTINGS.max_connections)
 
 # One Gateway per worker process: the app must exist at import time for @bentoml.asgi_app, the
 # repository is loaded in __init__ (not at import, so `bentoml build` stays cheap).

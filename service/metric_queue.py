@@ -127,8 +127,6 @@ class Series:
         self.served_rows = Queued(SERVED_ROWS)
 
 
-
-
 def set_flush_interval(seconds: float) -> None:
     """How often the flusher applies queued updates (GATEWAY_METRICS_FLUSH_INTERVAL_S)."""
     global _interval_s

@@ -63,18 +63,51 @@ DROP_REASONS = (
     "ledger_error",
     "worker_crashed",
 )
+CONNECTION_CLOSE_REASONS = ("header_timeout", "over_limit")
 UNRECORDED_REASONS = (*DROP_REASONS[3:], "duplicate_id")
 """Reasons an answered row is not in the ledger (shadow_* reasons drop shadow work, never the answer;
 a request id answered twice keeps its first record)."""
 
 # ONNX runs of these models take tens of microseconds: the client's default buckets start at 5 ms.
 INFERENCE_BUCKETS = (
-    1e-5, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
-    0.1, 0.5, 1.0,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    7.5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    7.5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.5,
+    1.0,
 )
 REQUEST_BUCKETS = (
-    5e-5, 1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
-    0.25, 0.5, 1.0, 2.5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    7.5e-4,
+    1e-3,
+    1.5e-3,
+    2e-3,
+    3e-3,
+    5e-3,
+    7.5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 DELAY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400)
 
@@ -178,6 +211,13 @@ UNRECORDED_ROWS = Counter(
     [REASON],
     registry=REGISTRY,
 )
+CONNECTIONS_CLOSED = Counter(
+    "gateway_connections_closed",
+    "Connections the gateway closed itself: headers not complete within GATEWAY_HEADER_TIMEOUT_S, or a "
+    "request refused with 503 while the worker held GATEWAY_MAX_CONNECTIONS",
+    [REASON],
+    registry=REGISTRY,
+)
 LEDGER_DEGRADED = Gauge(
     "gateway_ledger_degraded",
     "1 while ledger writes are failing and being retried (see /health for the reason)",
@@ -252,6 +292,8 @@ def precreate(models: Iterable[str], timed: Iterable[str] | None = None) -> None
         DROPPED.labels(reason)
     for reason in UNRECORDED_REASONS:
         UNRECORDED_ROWS.labels(reason)
+    for reason in CONNECTION_CLOSE_REASONS:
+        CONNECTIONS_CLOSED.labels(reason)
 
 
 def exposition() -> tuple[bytes, str]:

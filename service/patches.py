@@ -12,6 +12,8 @@ tests/unit/service/test_patches.py pins that every patch applies to the pinned B
 - ``otel_hot_routes``: the hot routes skip OpenTelemetry's ASGI middleware. They are excluded from
   tracing anyway (``tracing.excluded_urls``), but the middleware still rebuilt and regex-matched each
   request's URL to find that out.
+- ``uvicorn_connection_guard``: a deadline for request headers and a cap on open connections per
+  worker, neither of which uvicorn (as BentoML starts it) has (service/connections.py).
 
 Also here: freezing the long-lived heap after loading, so collections stop rescanning it.
 """
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service import metrics
+from service import connections, metrics
 from service.http.hot import is_hot
 
 log = logging.getLogger(__name__)
@@ -136,9 +138,17 @@ def _verified(name: str, cls: Any, fn: Callable[..., Any]) -> PatchResult:
     return PatchResult(name, True)
 
 
+def guard_connections() -> PatchResult:
+    """Header deadline and connection cap in uvicorn's protocol (service/connections.py)."""
+    applied, reason = connections.guard_uvicorn()
+    return PatchResult("uvicorn_connection_guard", applied, reason)
+
+
 def apply_all() -> dict[str, PatchResult]:
     """Apply every patch; warn about each one that did not apply and publish the outcome."""
-    results = {r.name: r for r in (patch_timeout_middleware(), bypass_tracing_for_hot_routes())}
+    results = {
+        r.name: r for r in (patch_timeout_middleware(), bypass_tracing_for_hot_routes(), guard_connections())
+    }
     for r in results.values():
         metrics.PATCH_APPLIED.labels(r.name).set(1 if r.applied else 0)
         if not r.applied:

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     """A request body must arrive whole within this long after its headers (408 otherwise): half-sent
     uploads cannot hold connections indefinitely."""
+    header_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A request's headers must arrive whole within this long of the connection opening or the previous
+    response (the connection is closed, with a 408 if part of a request came): half-sent requests
+    cannot hold connections (service/connections.py)."""
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    """Open connections per worker beyond which a request is answered 503 ``overloaded`` with
+    Retry-After (kept below the open-file limit, which is raised to its hard limit)."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """BentoML's per-request timeout for the routes it serves (the hot routes are bounded by body size
     and rows per request instead)."""

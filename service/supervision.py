@@ -21,7 +21,11 @@ def watch_parent(on_orphaned: Callable[[], None], interval_s: float = 0.5) -> th
         stop = threading.Event()
         while not stop.wait(interval_s):
             if os.getppid() != parent:
-                log.error("supervisor (pid %d) is gone: flushing and exiting this worker (pid %d)", parent, os.getpid())
+                log.error(
+                    "supervisor (pid %d) is gone: flushing and exiting this worker (pid %d)",
+                    parent,
+                    os.getpid(),
+                )
                 try:
                     on_orphaned()
                 finally:

@@ -351,7 +351,6 @@ def ledger_rows(path: Path) -> dict[tuple[str, int], dict[str, tuple[int | None,
     return {(rid, i): decode_outputs(doc) for rid, i, doc in rows}
 
 
-
 # --- real servers -----------------------------------------------------------------------------------
 @dataclass
 class Server:
@@ -412,5 +411,3 @@ def our_servers(basetemp: Path) -> set[int]:
         if ledger.startswith(str(basetemp)):
             found.add(p.info["pid"])
     return found
-
-

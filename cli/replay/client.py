@@ -84,7 +84,9 @@ class _Replay:
         rec = self.plan.records[i % len(self.plan.records)]
         if self.oip:
             body, headers = oip_body(rec, self.schema, rid)
-            return await self.client.post(f"/v2/models/{self.schema.model}/infer", content=body, headers=headers)
+            return await self.client.post(
+                f"/v2/models/{self.schema.model}/infer", content=body, headers=headers
+            )
         payload: dict[str, Any] = {"records": [rec], "request_id": rid}
         key = self.plan.keys[i % len(self.plan.keys)]
         if key is not None:

@@ -13,7 +13,9 @@ def publish_models(repo: LoadedRepository, old: LoadedRepository | None) -> None
     m = repo.manifest
     if old is not None:
         for name, v in old.variants.items():
-            metrics.MODEL_INFO.labels(name, str(old.manifest.version), v.family, v.kind, old.manifest.name).set(0)
+            metrics.MODEL_INFO.labels(
+                name, str(old.manifest.version), v.family, v.kind, old.manifest.name
+            ).set(0)
             if name not in repo.variants:
                 # Gone with the old version: no routing role, no offline score to compare with.
                 for role in ("champion", "challenger", "shadow"):

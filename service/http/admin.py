@@ -52,7 +52,9 @@ def admin_routes(gateway: Gateway) -> list[Route]:
             repo = await anyio.to_thread.run_sync(lambda: gateway.load(path))
         except RepositoryError as exc:
             # Verification errors name files of the version under the root: shown relative to it.
-            raise InvalidField("repository", "a valid model repository", str(exc).replace(f"{root}/", "")) from exc
+            raise InvalidField(
+                "repository", "a valid model repository", str(exc).replace(f"{root}/", "")
+            ) from exc
         return json_response(
             {"model": repo.manifest.name, "version": repo.manifest.version, "path": str(repo.path)}
         )

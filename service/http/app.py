@@ -40,7 +40,9 @@ def build_app(gateway: Gateway) -> HotRoutes:
     async def openapi(request: Request) -> Response:
         from service.http.openapi import document
 
-        return json_response(document(gateway.repo.manifest if gateway.ready else None, settings.max_batch_rows))
+        return json_response(
+            document(gateway.repo.manifest if gateway.ready else None, settings.max_batch_rows)
+        )
 
     async def health(request: Request) -> Response:
         doc = gateway.health()

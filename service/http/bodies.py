@@ -33,7 +33,9 @@ def require_json(scope: Scope) -> None:
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         return
     raise UnsupportedMediaType(
-        f"Content-Type: expected application/json, got {value!r}" if value else "Content-Type: expected application/json, got none"
+        f"Content-Type: expected application/json, got {value!r}"
+        if value
+        else "Content-Type: expected application/json, got none"
     )
 
 

@@ -96,7 +96,9 @@ class HotRoutes:
         start = time.perf_counter()
         gateway = self.gateway
         require_json(scope)
-        raw = await read_body(scope, receive, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
+        raw = await read_body(
+            scope, receive, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s
+        )
         body = body_object(parse_json(raw))
         out, job = gateway.predict_json(body, header(scope, b"x-request-id"))
         payload = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -108,7 +110,9 @@ class HotRoutes:
     async def _infer(self, scope: Scope, receive: Receive, params: list[str]) -> Answer:
         start = time.perf_counter()
         gateway = self.gateway
-        raw = await read_body(scope, receive, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
+        raw = await read_body(
+            scope, receive, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s
+        )
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         model, version = params[0], (params[1] if len(params) > 1 else None)
         body, out_headers, job = oip.infer(gateway, model, version, raw, headers)

@@ -16,11 +16,12 @@ from starlette.routing import Route
 
 from service.core.gateway import Gateway
 from service.core.requests import make_request
-from service.errors import InvalidField, NotFound, describe
+from service.errors import NotFound
 from service.http.oip_tensors import (
     HEADER_LENGTH,
     decode_request,
     encode_outputs,
+    parameters_of,
     requested_outputs,
 )
 from service.http.responses import guarded, json_response
@@ -91,9 +92,7 @@ def infer(
     repo, router = gateway.repo, gateway.router
     m = repo.manifest
     request, feeds, rows = decode_request(m, gateway.settings.max_batch_rows, body, headers)
-    params = request.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InvalidField("parameters", "an object", describe(params))
+    params = parameters_of(request, "")
     selected = requested_outputs(request, m)
     predict = make_request(
         feeds,

@@ -56,6 +56,25 @@ def _split_body(body: bytes, headers: dict[str, str]) -> tuple[dict[str, Any], b
     return parsed, rest
 
 
+def parameters_of(holder: dict[str, Any], field: str) -> dict[str, Any]:
+    """A ``parameters`` object: absent or null is empty; anything else but an object is refused."""
+    params = holder.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidField(f"{field}parameters", "an object", describe(params))
+    return params
+
+
+def _flag(params: dict[str, Any], name: str, field: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidField(f"{field}parameters.{name}", "true or false", describe(value))
+    return value
+
+
 def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
@@ -168,8 +187,7 @@ def decode_request(
             rows = shape[0]
         elif shape[0] != rows:
             raise InvalidField(f"{field}.shape", f"{rows} rows like the other inputs", str(shape[0]))
-        params = inp.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = parameters_of(inp, f"{field}.").get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(rest):
                 raise InvalidField(
@@ -201,8 +219,6 @@ def _encode_bytes(values: list[str]) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in (v.encode() for v in values))
 
 
-
-
 def output_names(manifest: Manifest) -> list[str]:
     """The output tensors of every model of this repository."""
     return ["value"] if manifest.task == "regression" else ["label", "label_index", "probabilities"]
@@ -210,8 +226,7 @@ def output_names(manifest: Manifest) -> list[str]:
 
 def requested_outputs(request: dict[str, Any], manifest: Manifest) -> list[tuple[str, bool]]:
     """(output name, as binary) for each output asked for (all by default), checked before serving."""
-    params = request.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False))
+    binary_default = _flag(parameters_of(request, ""), "binary_data_output", "", False)
     names = output_names(manifest)
     wanted = request.get("outputs")
     if wanted is None:
@@ -223,10 +238,8 @@ def requested_outputs(request: dict[str, Any], manifest: Manifest) -> list[tuple
         name = o.get("name") if isinstance(o, dict) else None
         if name not in names:
             raise InvalidField(f"outputs[{i}].name", f"one of {', '.join(names)}", describe(name))
-        oparams = o.get("parameters") or {}
-        if not isinstance(oparams, dict):
-            raise InvalidField(f"outputs[{i}].parameters", "an object", describe(oparams))
-        selected.append((name, bool(oparams.get("binary_data", binary_default))))
+        oparams = parameters_of(o, f"outputs[{i}].")
+        selected.append((name, _flag(oparams, "binary_data", f"outputs[{i}].", binary_default)))
     return selected
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.manifest import Manifest, Routing
+from service.http import openapi_oip
 
 Value = float | int | str | None
 FLOAT32_MAX = 3.4028234663852886e38
@@ -33,7 +34,9 @@ class PredictRequest(_Doc):
         description="Force a member, 'vote', 'average', 'weighted', 'stack' or "
         "'champion' instead of routing.",
     )
-    routing_key: str | None = Field(None, min_length=1, description="Sticky A/B assignment key (e.g. a user id).")
+    routing_key: str | None = Field(
+        None, min_length=1, description="Sticky A/B assignment key (e.g. a user id)."
+    )
     request_id: str | None = Field(
         None,
         pattern=r"^[!-~]{1,128}$",
@@ -103,7 +106,7 @@ def _json(name: str) -> dict[str, Any]:
 
 
 def document(manifest: Manifest | None = None, max_rows: int | None = None) -> dict[str, Any]:
-    """OpenAPI 3.1 for /predict, /feedback, /compare, /models (OIP follows its own published spec).
+    """OpenAPI 3.1 for every route: the JSON API here, OIP and /admin/reload in openapi_oip.py.
 
     Long because most of it is the document itself, a literal read top to bottom."""
     models: list[type[BaseModel]] = [
@@ -141,6 +144,10 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
         names = [m.name for m in manifest.members] + [e.name for e in manifest.ensembles] + ["champion"]
         variant = schemas["PredictRequest"]["properties"]["variant"]
         variant["anyOf"] = [{"enum": sorted(names)}, {"type": "null"}]
+    # Labels are judged one by one: an item that is not a valid label is counted (invalid_label, with
+    # the reason in errors), the rest of the batch still joins; only the envelope is refused.
+    label_item = {"anyOf": [_ref("Label"), {"description": "anything else: counted as invalid_label"}]}
+    schemas["FeedbackRequest"]["properties"]["labels"]["items"] = label_item
     errors = {
         str(code): {"description": text, **_json("Error")}
         for code, text in [
@@ -154,6 +161,7 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
         str(code): {"description": text, **_json("Error")}
         for code, text in [(401, "wrong or missing bearer token"), (403, "admin API disabled")]
     }
+    schemas.update(openapi_oip.schemas(manifest))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -179,8 +187,13 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                                 "schema": {
                                     "anyOf": [
                                         _ref("FeedbackRequest"),
-                                        _ref("Label"),
-                                        {"type": "array", "items": _ref("Label"), "minItems": 1},
+                                        {"type": "object", "not": {"required": ["labels"]}, **label_item},
+                                        {
+                                            "type": "array",
+                                            "items": label_item,
+                                            "minItems": 1,
+                                            "maxItems": 10_000,
+                                        },
                                     ]
                                 }
                             }
@@ -205,8 +218,14 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                 "get": {
                     "summary": "Readiness, the recording and the ledger (ok or degraded, with the reason)",
                     "responses": {
-                        "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
-                        "503": {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "200": {
+                            "description": "ready",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "not ready",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
                     },
                 }
             },
@@ -226,12 +245,19 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                     "summary": "Replace the routing (names must be variants of the loaded version)",
                     "security": [{"admin": []}],
                     "requestBody": {"required": True, **_json("Routing")},
-                    "responses": {"200": {"description": "routing now", **_json("Routing")}, **errors, **admin_errors},
+                    "responses": {
+                        "200": {"description": "routing now", **_json("Routing")},
+                        **errors,
+                        **admin_errors,
+                    },
                 },
             },
+            **openapi_oip.paths(manifest),
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer", "description": "GATEWAY_ADMIN_TOKEN"}},
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer", "description": "GATEWAY_ADMIN_TOKEN"}
+            },
         },
     }

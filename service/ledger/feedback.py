@@ -95,8 +95,6 @@ def _check_item(item: Any, i: int, manifest: Manifest) -> tuple[str, int, int | 
     return rid, row, parsed[0], parsed[1]
 
 
-
-
 class FeedbackStore:
     """Label joins against the ledger's database; safe to call from several threads."""
 

@@ -14,14 +14,18 @@ UNLABELLED = (
 )
 
 
-def cleanup(conn: sqlite3.Connection, retention_s: float, max_unlabelled_rows: int, now: float | None = None) -> int:
+def cleanup(
+    conn: sqlite3.Connection, retention_s: float, max_unlabelled_rows: int, now: float | None = None
+) -> int:
     """Delete unlabelled predictions past retention or beyond the row cap; returns rows deleted.
 
     The age rule uses the created_at index; the cap is checked against a plain row count first,
     outside any write lock, so the usual case costs one index scan and holds no lock."""
     cutoff = (now or time.time()) - retention_s
     with transaction(conn) as c:
-        deleted = c.execute(f"DELETE FROM predictions WHERE created_at < ? AND {UNLABELLED}", (cutoff,)).rowcount
+        deleted = c.execute(
+            f"DELETE FROM predictions WHERE created_at < ? AND {UNLABELLED}", (cutoff,)
+        ).rowcount
     (total,) = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
     if total <= max_unlabelled_rows:
         return int(deleted)

@@ -82,7 +82,9 @@ class WatchedConnection:
         if now is not None and now == self._identity:
             return
         what = "deleted" if now is None else "replaced"
-        log.warning("ledger %s was %s while open: reopening it (new rows go to the file now there)", self.path, what)
+        log.warning(
+            "ledger %s was %s while open: reopening it (new rows go to the file now there)", self.path, what
+        )
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
         self.conn = connect(self.path, self._max_bytes)

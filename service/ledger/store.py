@@ -169,7 +169,12 @@ class Ledger:
             self._failed(batch, exc)
             return
         if self._health.state != "ok":
-            log.warning("ledger %s writes again after %s; %d rows written late", self.path, self._health.reason, sum(e.row_count for e in batch))
+            log.warning(
+                "ledger %s writes again after %s; %d rows written late",
+                self.path,
+                self._health.reason,
+                sum(e.row_count for e in batch),
+            )
         self._health = LedgerHealth("ok")
         self._failures = 0
         for e, n in zip(batch, inserted, strict=True):
@@ -178,7 +183,9 @@ class Ledger:
     def _failed(self, batch: list[Entry], exc: sqlite3.Error) -> None:
         reason = failure_reason(exc)
         if self._failures == 0:
-            log.error("ledger %s: write failed (%s: %s); retrying, rows kept in memory", self.path, reason, exc)
+            log.error(
+                "ledger %s: write failed (%s: %s); retrying, rows kept in memory", self.path, reason, exc
+            )
         self._failures += 1
         self._next_try = time.monotonic() + min(MAX_BACKOFF_S, self.flush_interval_s * 2**self._failures)
         h = self._health
@@ -260,5 +267,3 @@ def open_ledger(
         on_unrecorded=on_unrecorded,
         max_bytes=settings.ledger_max_bytes,
     )
-
-

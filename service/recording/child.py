@@ -30,7 +30,6 @@ class Child:
     reader: threading.Thread | None = field(default=None, repr=False)
 
 
-
 def start_evaluator(settings: Settings, journal: Path | None = None) -> Child:
     """A new evaluator process (python -m service.recording.evaluator), sent its Start message."""
     ours, theirs = socket.socketpair()

@@ -93,7 +93,11 @@ class Journal:
         if owed <= 0:
             self.path.unlink(missing_ok=True)
         else:
-            log.error("stopping with %d answered rows neither committed nor counted: journal kept at %s", owed, self.path)
+            log.error(
+                "stopping with %d answered rows neither committed nor counted: journal kept at %s",
+                owed,
+                self.path,
+            )
 
 
 def evaluator_slot(path: Path) -> Slot:

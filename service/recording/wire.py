@@ -59,8 +59,18 @@ def encode(jobs: list[Job], seq: int = 0, resent: bool = False) -> JobBatch:
         feeds = tuple((k, blocks.add("feed:" + k, a)) for k, a in j.feeds.items()) if j.shadow else ()
         metas.append(
             JobMeta(
-                j.request_id, j.variant, j.role, j.rows, j.repository, j.model, j.version,
-                served, members, feeds, j.shadow, j.deadline,
+                j.request_id,
+                j.variant,
+                j.role,
+                j.rows,
+                j.repository,
+                j.model,
+                j.version,
+                served,
+                members,
+                feeds,
+                j.shadow,
+                j.deadline,
             )
         )
     return JobBatch(metas, blocks.arrays(), seq, resent)

@@ -136,5 +136,3 @@ def load(
     return LoadedRepository(
         path=version_dir, manifest=manifest, cards=cards, sessions=sessions, variants=variants
     )
-
-

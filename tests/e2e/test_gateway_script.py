@@ -41,4 +41,3 @@ def test_script_leaves_a_foreign_out_directory_unchanged(tmp_path: Path) -> None
     assert len(proc.stderr.splitlines()) == 1
     assert "is not a model repository" in proc.stderr
     assert tree_snapshot(out) == before
-

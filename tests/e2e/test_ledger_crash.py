@@ -47,7 +47,9 @@ def test_kill_9_loses_at_most_the_last_flush_interval(
     )
     _send(server.url, feature_records, "early", 50)
     # Committed within a few flush intervals (0.5 s each), whatever the machine's load.
-    wait_until(lambda: ledger_count(ledger, "request_id LIKE 'early-%'") == 50, 10, "the early requests' commit")
+    wait_until(
+        lambda: ledger_count(ledger, "request_id LIKE 'early-%'") == 50, 10, "the early requests' commit"
+    )
     _send(server.url, feature_records, "late", 20)
     server.managed.kill()  # the arbiter and its workers, by PID, at once
     early = ledger_count(ledger, "request_id LIKE 'early-%'")
@@ -69,4 +71,3 @@ def test_kill_9_loses_at_most_the_last_flush_interval(
         assert r.json()["joined"] == 50
     finally:
         stop_server(server)
-

@@ -104,8 +104,6 @@ def test_replay_against_a_dead_server_counts_failures_and_ends(
     assert time.monotonic() - started < 15
 
 
-
-
 def test_compare_cli_prints_tables(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--url", server.url]) == 0
     out = capsys.readouterr().out
@@ -216,4 +214,3 @@ def test_replay_cli_bad_input_exits_2(
     assert main(["replay", "--url", f"http://127.0.0.1:{free_port()}", "--data", str(csv)]) == 2
     assert "cannot reach" in capsys.readouterr().err
     assert main(["replay", "--url", server.url, "--data", str(csv), "--rps", "0"]) == 2
-

@@ -25,14 +25,22 @@ def test_workers_flush_and_exit_when_their_supervisor_is_killed(
 ) -> None:
     ledger = tmp_path / "ledger.sqlite"
     server = start_server(
-        built_repo.root, tmp_path / "s.log", ledger=ledger, extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "30"}
+        built_repo.root,
+        tmp_path / "s.log",
+        ledger=ledger,
+        extra_env={"GATEWAY_LEDGER_FLUSH_INTERVAL_S": "30"},
     )
     try:
         workers = server.managed.descendants()
         assert workers, "bentoml serve started worker processes"
         with httpx.Client(base_url=server.url, timeout=10) as c:
             for i in range(25):
-                assert c.post("/predict", json={"records": feature_records[:1], "request_id": f"o-{i}"}).status_code == 200
+                assert (
+                    c.post(
+                        "/predict", json={"records": feature_records[:1], "request_id": f"o-{i}"}
+                    ).status_code
+                    == 200
+                )
         os.kill(server.managed.process.pid, signal.SIGKILL)  # the supervisor only
         server.managed.process.wait()
 
@@ -53,7 +61,16 @@ def test_serve_names_a_taken_port_in_one_line(built_repo: BuiltRepo) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(built_repo.root), "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "serve",
+            "--repository",
+            str(built_repo.root),
+            "--port",
+            str(port),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()

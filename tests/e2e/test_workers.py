@@ -48,6 +48,7 @@ def test_two_workers_count_every_request_once(
         assert (
             httpx.post(f"{server.url}/feedback", json={"labels": labels}, timeout=30).json()["joined"] == 40
         )
+
         # Each worker applies its queued metric updates every metrics_flush_interval_s (and before its
         # own scrapes): the other worker's last updates can lag by that much.
         def scrape() -> str:

@@ -79,7 +79,10 @@ def test_feedback_scores_every_model_once(
 
 
 def test_feedback_bad_bodies_are_4xx(client: Any) -> None:
-    assert client.post("/feedback", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        client.post("/feedback", content=b"{", headers={"content-type": "application/json"}).status_code
+        == 400
+    )
     assert client.post("/feedback", json=[]).status_code == 400
     assert client.post("/feedback", json={"labels": [], "x": 1}).status_code == 400
     r = client.post("/feedback", json={"labels": [{"request_id": "x"}] * 10_001})

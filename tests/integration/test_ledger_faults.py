@@ -68,12 +68,18 @@ def test_full_disk_every_answered_row_is_recorded_or_counted(
     health = client.get("/health").json()
     assert health["ledger"]["reason"] == "ledger_full", health
     # Rows kept for another try stay within the budget (the queue drains into it at the next try).
-    wait_until(lambda: client.get("/health").json()["ledger"]["pending_rows"] <= 100, 20, "pending within budget")
+    wait_until(
+        lambda: client.get("/health").json()["ledger"]["pending_rows"] <= 100, 20, "pending within budget"
+    )
     assert sample("gateway_ledger_degraded") == 1
     path = gateway.settings.ledger_path
 
     def balance() -> tuple[int, float, int]:
-        return ledger_count(path), unrecorded_total() - before, client.get("/health").json()["ledger"]["pending_rows"]
+        return (
+            ledger_count(path),
+            unrecorded_total() - before,
+            client.get("/health").json()["ledger"]["pending_rows"],
+        )
 
     # While degraded: recorded + counted + still being retried = answered.
     wait_until(lambda: sum(balance()) == answered, 20, f"recorded + counted + pending = {answered}")

@@ -139,6 +139,16 @@ def test_infer_binary_tensors_both_ways(
         (lambda b: b["inputs"][0].update(data=["a"] * 5), "inputs[0].data: expected finite numbers"),
         (lambda b: b.update(outputs=[{"name": "nope"}]), "outputs[0].name"),
         (lambda b: b.update(id=""), "id: expected 1-128 printable ASCII"),
+        (lambda b: b.update(parameters=False), "parameters: expected an object"),
+        (
+            lambda b: b.update(parameters={"binary_data_output": "yes"}),
+            "parameters.binary_data_output: expected true",
+        ),
+        (lambda b: b["inputs"][0].update(parameters=[]), "inputs[0].parameters: expected an object"),
+        (
+            lambda b: b.update(outputs=[{"name": "label", "parameters": {"binary_data": 1}}]),
+            "outputs[0].parameters.binary_data",
+        ),
     ],
 )
 def test_infer_bad_tensors_are_400(
@@ -172,10 +182,24 @@ def test_a_binary_chunk_that_is_not_whole_elements_is_refused_and_not_recorded(
         value = feature_records[0][c.name]
         if c.kind == "numeric":
             blob = struct.pack("<f", float(value))[:3] if not blobs else struct.pack("<f", float(value))
-            inputs.append({"name": c.name, "shape": [1, 1], "datatype": "FP32", "parameters": {"binary_data_size": len(blob)}})
+            inputs.append(
+                {
+                    "name": c.name,
+                    "shape": [1, 1],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            )
         else:
             blob = struct.pack("<I", len(str(value).encode())) + str(value).encode()
-            inputs.append({"name": c.name, "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}})
+            inputs.append(
+                {
+                    "name": c.name,
+                    "shape": [1, 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            )
         blobs.append(blob)
     head = orjson.dumps({"id": "half-float", "inputs": inputs})
     r = client.post(

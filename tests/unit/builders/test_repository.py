@@ -174,7 +174,9 @@ def test_verify_detects_tampering_in_a_built_repository(iris_repo: BundledBuild,
     assert tree_snapshot(iris_repo.version_dir) == before
 
 
-@pytest.mark.parametrize("escape", ["../../outside.onnx", "/etc/hostname", "members/../../x.onnx", "link.onnx"])
+@pytest.mark.parametrize(
+    "escape", ["../../outside.onnx", "/etc/hostname", "members/../../x.onnx", "link.onnx"]
+)
 def test_verify_refuses_member_paths_outside_the_version_folder(tiny_version: Path, escape: str) -> None:
     """A manifest names files of its own version only (no `..`, absolute paths or symlinks out), and
     the error does not say whether the outside file exists."""
@@ -185,6 +187,8 @@ def test_verify_refuses_member_paths_outside_the_version_folder(tiny_version: Pa
     data = json.loads(path.read_text())
     data["members"][0]["path"] = escape
     path.write_text(json.dumps(data))
-    with pytest.raises(RepositoryError, match=r"members\[alpha\]\.path .*expected a file inside its version folder") as err:
+    with pytest.raises(
+        RepositoryError, match=r"members\[alpha\]\.path .*expected a file inside its version folder"
+    ) as err:
         verify(tiny_version)
     assert "missing" not in str(err.value) and "sha256" not in str(err.value)

@@ -29,6 +29,3 @@ def test_drift_specs_parse_and_apply() -> None:
     ]:
         with pytest.raises(drift.DriftError, match=fragment):
             drift.parse(bad, frame, "y")
-
-
-

@@ -76,7 +76,10 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_caller(tmp_path: Pat
 
     unrecorded: list[tuple[str, Entry]] = []
     ledger = Ledger(
-        tmp_path / "l.sqlite", flush_interval_s=30, max_queue=2, on_unrecorded=lambda r, e: unrecorded.append((r, e))
+        tmp_path / "l.sqlite",
+        flush_interval_s=30,
+        max_queue=2,
+        on_unrecorded=lambda r, e: unrecorded.append((r, e)),
     )
     assert ledger.record(entry("a")) and ledger.record(entry("b"))
     start = time.monotonic()

@@ -129,7 +129,9 @@ def test_a_deleted_file_is_noticed_and_recreated_not_written_into_the_void(tmp_p
     assert ledger.flush()
     assert ledger.health().reopened == 1
     ledger.close()
-    assert ledger_ids(path) == {"new"}  # the new file holds what came after; nothing went to the unlinked inode
+    assert ledger_ids(path) == {
+        "new"
+    }  # the new file holds what came after; nothing went to the unlinked inode
     assert out.committed == 4  # both entries were committed (the first to the file later deleted)
 
 
@@ -167,5 +169,10 @@ def test_degraded_spell_backs_off_and_keeps_order(tmp_path: Path) -> None:
     ledger._conn.execute("PRAGMA query_only=0")
     assert ledger.flush(10)
     ledger.close()
-    order = [r for (r,) in sqlite3.connect(ledger.path).execute("SELECT request_id FROM predictions WHERE row_index=0 ORDER BY rowid")]
+    order = [
+        r
+        for (r,) in sqlite3.connect(ledger.path).execute(
+            "SELECT request_id FROM predictions WHERE row_index=0 ORDER BY rowid"
+        )
+    ]
     assert order == ["o0", "o1", "o2"]

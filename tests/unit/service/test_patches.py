@@ -14,7 +14,7 @@ from service import metrics, patches
 def test_every_patch_applies_to_the_pinned_bentoml() -> None:
     assert bentoml.__version__ == "1.4.40", "re-check service/patches.py against this BentoML first"
     results = patches.apply_all()
-    assert set(results) == {"bentoml_timeout_timer", "otel_hot_routes"}
+    assert set(results) == {"bentoml_timeout_timer", "otel_hot_routes", "uvicorn_connection_guard"}
     assert all(r.applied for r in results.values()), results
     for name in results:
         assert metrics.REGISTRY.get_sample_value("gateway_patch_applied", {"patch": name}) == 1.0
@@ -74,3 +74,16 @@ def test_hot_routes_skip_the_tracing_middleware() -> None:
     sent = asyncio.run(_call(mw, "/predict"))
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[0] == {"type": "http.response.start", "status": 200, "headers": []}, "untouched by tracing"
+
+
+def test_the_connection_cap_is_kept_under_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from service import connections
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    monkeypatch.setattr(connections, "LIMITS", connections.Limits())
+    limits = connections.configure(header_timeout_s=2.5, max_connections=5000)
+    assert limits.max_connections == 1024 - connections.RESERVED_FDS
+    assert limits.header_timeout_s == 2.5
+    assert connections.configure(header_timeout_s=1, max_connections=10).max_connections == 10

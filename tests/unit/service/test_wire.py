@@ -75,7 +75,17 @@ def test_round_trip_keeps_every_array_dtype_and_row() -> None:
 
     assert len(decoded) == len(jobs)
     assert len(batch.arrays) < 12, "a handful of concatenated arrays, not one per request"
-    scalars = ("deadline", "repository", "model", "version", "request_id", "variant", "role", "rows", "shadow")
+    scalars = (
+        "deadline",
+        "repository",
+        "model",
+        "version",
+        "request_id",
+        "variant",
+        "role",
+        "rows",
+        "shadow",
+    )
     for sent, got in zip(jobs, decoded, strict=True):
         assert [getattr(got, f) for f in scalars] == [getattr(sent, f) for f in scalars]
         assert same(got.output, sent.output)
