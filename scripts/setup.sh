@@ -26,16 +26,22 @@ if [[ "$(cat "$VENV/.stamp" 2>/dev/null || true)" != "$stamp_value" ]]; then
     echo "$stamp_value" > "$VENV/.stamp"
 fi
 
-# Debian packages the tests and the demo use (a real Prometheus server).
+# Debian packages the tests and the demo use (a real Prometheus server; PostgreSQL's server binaries
+# for the shared-ledger tests, which start throw-away clusters of their own with initdb).
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if (( ${#need_apt[@]} )); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing Debian packages: ${need_apt[*]}" >&2
+        # No system cluster: the tests make their own (postgresql-common reads this before it creates one).
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/gateway-no-main.conf
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-        # The package starts a system service; we run our own instances on free ports.
+        # The packages start system services; we run our own instances on free ports.
         (systemctl stop prometheus prometheus-node-exporter 2>/dev/null || service prometheus stop 2>/dev/null) || true
+        (systemctl stop postgresql 2>/dev/null || service postgresql stop 2>/dev/null) || true
     else
         echo "setup: warning: ${need_apt[*]} missing and cannot apt-get install (not root)" >&2
     fi

@@ -45,7 +45,7 @@ class Limits:
     """What the guard enforces in this worker (set by configure(); defaults until then)."""
 
     header_timeout_s: float = 10.0
-    max_connections: int = 1024
+    max_connections: int = 4096
 
 
 LIMITS = Limits()

@@ -60,6 +60,7 @@ DROP_REASONS = (
     "ledger_read_only",
     "ledger_locked",
     "ledger_io_error",
+    "ledger_unreachable",
     "ledger_error",
     "worker_crashed",
 )

@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     repository: Path = Path("models")
     """A repository root, a model folder or one version folder; the newest version is served."""
     ledger_path: Path = Path(".gateway/ledger.sqlite")
-    """SQLite file of the prediction ledger."""
+    """SQLite file of the prediction ledger (when ledger_url is not set)."""
+    ledger_url: str | None = None
+    """The ledger's database: ``sqlite:///path`` or ``postgresql://user@host:port/db`` (one database
+    shared by every replica, service/ledger/database.py); unset, the SQLite file ledger_path."""
     ledger_enabled: bool = True
     """Record every prediction (off only to measure what recording costs)."""
     ledger_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.1
@@ -101,12 +104,24 @@ class Settings(BaseSettings):
     """A request's headers must arrive whole within this long of the connection opening or the previous
     response (the connection is closed, with a 408 if part of a request came): half-sent requests
     cannot hold connections (service/connections.py)."""
-    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     """Open connections per worker beyond which a request is answered 503 ``overloaded`` with
     Retry-After (kept below the open-file limit, which is raised to its hard limit)."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """BentoML's per-request timeout for the routes it serves (the hot routes are bounded by body size
     and rows per request instead)."""
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _ledger_url_form(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("expected sqlite:///<path> or postgresql://<user>@<host>:<port>/<database>")
+        return value
+
+    @property
+    def ledger_target(self) -> str:
+        """The ledger's URL (ledger_url, else the SQLite file ledger_path)."""
+        return self.ledger_url or f"sqlite:///{self.ledger_path}"
 
     @field_validator("admin_token")
     @classmethod

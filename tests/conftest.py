@@ -29,6 +29,7 @@ from tests.helpers import (
     manifest_data,
     to_records,
 )
+from tests.postgres import PostgresCluster
 
 # The suite must pass or fail the same way on every run (CI lands a session only when it is green):
 # property tests draw the same examples each time; `--hypothesis-profile=explore` searches afresh.
@@ -168,3 +169,20 @@ def client(gateway: Gateway) -> Iterator[Any]:
 
     with TestClient(build_app(gateway), base_url="http://gateway") as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL cluster for the session (tests/postgres.py); each test takes a
+    database of its own from it (``pg_url``)."""
+    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """A new, empty PostgreSQL database for this test; its URL."""
+    import uuid
+
+    return postgres.create_database(f"ledger_{uuid.uuid4().hex[:12]}")

@@ -9,6 +9,7 @@ counted, never fatal, and every wait is bounded, so a replay always ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 import uuid
@@ -55,8 +56,9 @@ class ReplayStats:
         )
 
 
-Pending = tuple[float, int, str, Any, Any]
-"""A label held back: (due time, sequence, request id, true label, the served answer)."""
+Pending = tuple[float, int, str, Any, Any, int]
+"""A label held back: (due time, sequence, request id, true label, the served answer, the replica
+that answered)."""
 
 
 class _Replay:
@@ -64,7 +66,7 @@ class _Replay:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        clients: list[httpx.AsyncClient],
         plan: Plan,
         schema: Schema,
         *,
@@ -73,7 +75,7 @@ class _Replay:
         oip: bool,
         seed: int,
     ) -> None:
-        self.client, self.plan, self.schema = client, plan, schema
+        self.clients, self.plan, self.schema = clients, plan, schema
         self.label_delay, self.label_fraction, self.oip = label_delay, label_fraction, oip
         self.rng = np.random.default_rng(seed)
         self.stats = ReplayStats()
@@ -82,16 +84,15 @@ class _Replay:
 
     async def _post(self, i: int, rid: str) -> httpx.Response:
         rec = self.plan.records[i % len(self.plan.records)]
+        client = self.clients[i % len(self.clients)]  # replicas take turns
         if self.oip:
             body, headers = oip_body(rec, self.schema, rid)
-            return await self.client.post(
-                f"/v2/models/{self.schema.model}/infer", content=body, headers=headers
-            )
+            return await client.post(f"/v2/models/{self.schema.model}/infer", content=body, headers=headers)
         payload: dict[str, Any] = {"records": [rec], "request_id": rid}
         key = self.plan.keys[i % len(self.plan.keys)]
         if key is not None:
             payload["routing_key"] = key
-        return await self.client.post(
+        return await client.post(
             "/predict", content=orjson.dumps(payload), headers={"content-type": "application/json"}
         )
 
@@ -119,7 +120,10 @@ class _Replay:
         stats.variants[variant] += 1
         if self.rng.random() < self.label_fraction:
             label = self.plan.labels[i % len(self.plan.labels)]
-            heapq.heappush(self.pending, (time.monotonic() + self.label_delay, i, rid, label, answer))
+            replica = i % len(self.clients)
+            heapq.heappush(
+                self.pending, (time.monotonic() + self.label_delay, i, rid, label, answer, replica)
+            )
 
     async def post_due(self, force: bool = False) -> None:
         """Post the labels whose delay has passed (all of them with ``force``), up to 2,000 at once."""
@@ -127,12 +131,19 @@ class _Replay:
         due: list[Pending] = []
         while self.pending and (force or self.pending[0][0] <= now) and len(due) < 2000:
             due.append(heapq.heappop(self.pending))
-        if not due:
-            return
-        labels = [{"request_id": rid, "row": 0, "label": _jsonable(label)} for _, _, rid, label, _ in due]
+        # With several replicas, a label goes to the replica after the one that answered: the join
+        # must not depend on which replica a label reaches.
+        by_target: dict[int, list[Pending]] = {}
+        for item in due:
+            by_target.setdefault((item[5] + 1) % len(self.clients), []).append(item)
+        for target, items in by_target.items():
+            await self._post_labels(self.clients[target], items)
+
+    async def _post_labels(self, client: httpx.AsyncClient, due: list[Pending]) -> None:
+        labels = [{"request_id": rid, "row": 0, "label": _jsonable(label)} for _, _, rid, label, _, _ in due]
         stats = self.stats
         try:
-            r = await self.client.post(
+            r = await client.post(
                 "/feedback",
                 content=orjson.dumps({"labels": labels}),
                 headers={"content-type": "application/json"},
@@ -148,7 +159,7 @@ class _Replay:
         stats.labels_posted += len(labels)
         stats.labels_joined += counts.get("joined", 0)
         stats.labels_rejected += counts.get("invalid_label", 0) + counts.get("unknown_id", 0)
-        for _, _, _, label, served in due:
+        for _, _, _, label, served, _ in due:
             stats.scored += 1
             if self.schema.task == "regression":
                 stats.abs_error += abs(float(served) - float(label))
@@ -157,7 +168,7 @@ class _Replay:
 
 
 async def run(
-    url: str,
+    urls: str | list[str],
     plan: Plan,
     schema: Schema,
     *,
@@ -172,15 +183,23 @@ async def run(
     progress_every: float = 2.0,
 ) -> ReplayStats:
     """Send the plan at ``rps`` from ``concurrency`` senders; post labels after the delay; return the
-    counts. Every wait is bounded, so a replay always ends."""
+    counts. Several ``urls`` (replicas) take requests in turn; each label goes to the next replica
+    after the one that answered. Every wait is bounded, so a replay always ends."""
+    urls = [urls] if isinstance(urls, str) else urls
     started = time.monotonic()
     total = len(plan.records)
     deadline = started + (duration if duration is not None else total / rps + 60)
     next_index = 0
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
-    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=u, timeout=REQUEST_TIMEOUT_S, limits=limits)
+            )
+            for u in urls
+        ]
         replay = _Replay(
-            client, plan, schema, label_delay=label_delay, label_fraction=label_fraction, oip=oip, seed=seed
+            clients, plan, schema, label_delay=label_delay, label_fraction=label_fraction, oip=oip, seed=seed
         )
 
         async def sender() -> None:

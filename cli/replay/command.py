@@ -21,7 +21,12 @@ from cli.replay.traffic import Plan, ReplayError, Schema, fetch_schema, records_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `gateway replay`."""
-    parser.add_argument("--url", default="http://127.0.0.1:3000", help="gateway base URL")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="gateway base URL (default http://127.0.0.1:3000); repeat it for replicas: requests take turns, "
+        "each label goes to the replica after the one that answered",
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="CSV or Parquet table with the target column")
     src.add_argument("--dataset", help="a dataset bundled with scikit-learn (needs the build extra)")
@@ -158,9 +163,16 @@ def run_cli(args: argparse.Namespace) -> int:
         if not ok:
             print(f"gateway replay: error: {flag}: invalid value {value}", file=sys.stderr)
             return 2
-    url = args.url.rstrip("/")
+    urls = [u.rstrip("/") for u in (args.url or ["http://127.0.0.1:3000"])]
+    url = urls[0]
     try:
-        schema = fetch_schema(url)
+        schemas = [fetch_schema(u) for u in urls]
+        schema = schemas[0]
+        for u, other in zip(urls[1:], schemas[1:], strict=True):
+            if (other.model, other.inputs) != (schema.model, schema.inputs):
+                raise ReplayError(
+                    f"--url {u}: serves another model than {url} ({other.model}, not {schema.model})"
+                )
         frame = load_table(args.data, args.dataset)
         n_rows = args.rows or (int(args.duration * args.rps) + 1 if args.duration else len(frame))
         plan = make_plan(
@@ -178,14 +190,14 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"gateway replay: error: {exc}", file=sys.stderr)
         return 2
     console.print(
-        f"replaying {len(plan.records)} rows to {url} ({'OIP' if args.oip else 'JSON'}) at {args.rps:g} "
+        f"replaying {len(plan.records)} rows to {', '.join(urls)} ({'OIP' if args.oip else 'JSON'}) at {args.rps:g} "
         f"req/s; labels after {args.label_delay:g}s for {args.label_fraction:.0%} of rows"
         + (f"; drift {args.drift!r} after {args.drift_after:.0%}" if args.drift else ""),
         markup=False,
     )
     stats = asyncio.run(
         run(
-            url,
+            urls,
             plan,
             schema,
             rps=args.rps,

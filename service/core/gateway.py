@@ -24,10 +24,10 @@ from service.core.answers import describe_repository, rows_json
 from service.core.publish import publish_models, publish_routing
 from service.core.requests import PredictRequest, parse_predict
 from service.core.routing import Router
-from service.errors import InvalidField, NotReady, UnknownVariant
+from service.errors import InvalidField, LedgerUnavailable, NotReady, UnknownVariant
+from service.ledger.database import Database, database_errors, failure_reason
 from service.ledger.feedback import FeedbackStore
 from service.ledger.reads import LabelledRows, served_rows
-from service.ledger.schema import connect
 from service.metric_queue import Series
 from service.recording.jobs import Job, Recorder
 from service.recording.protocol import Recording, open_recording
@@ -200,22 +200,33 @@ class Gateway:
         repo, router = self.repo, self.router
         self.recording.barrier()
         m = repo.manifest
-        conn = connect(self.settings.ledger_path)
+        errors = database_errors()
+        try:
+            conn = Database(self.settings.ledger_target)
+        except errors as exc:
+            raise LedgerUnavailable(
+                f"ledger: cannot be read now ({failure_reason(exc)}: {exc}); try again later"
+            ) from exc
         try:
             with self._compare_lock:  # the labelled rows read so far are shared by every call
                 labelled = self._labelled = LabelledRows.for_version(self._labelled, m)
                 data = labelled.update(conn)
-                return compare(
-                    m,
-                    repo.cards,
-                    data,
-                    champion=router.champion,
-                    others=[n for n in repo.variants if n != router.champion],
-                    served_rows=served_rows(conn, m.name, m.version),
-                    labelled_rows=labelled.rows,
-                )
+                served, labelled_rows = served_rows(conn, m.name, m.version), labelled.rows
+        except errors as exc:
+            raise LedgerUnavailable(
+                f"ledger: cannot be read now ({failure_reason(exc)}: {exc}); try again later"
+            ) from exc
         finally:
             conn.close()
+        return compare(
+            m,
+            repo.cards,
+            data,
+            champion=router.champion,
+            others=[n for n in repo.variants if n != router.champion],
+            served_rows=served,
+            labelled_rows=labelled_rows,
+        )
 
     def health(self) -> dict[str, Any]:
         """GET /health: readiness, the recording and the ledger (degraded while writes fail), and which

@@ -9,7 +9,6 @@ combiner that predicted that row, once.
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -20,9 +19,15 @@ from typing import Any
 from contract.manifest import Manifest
 from service import metrics
 from service.errors import InvalidField, LedgerUnavailable, PayloadTooLarge, describe
-from service.ledger.schema import WatchedConnection, decode_outputs, transaction
-from service.ledger.store import failure_reason
+from service.ledger.database import Database, database_errors, failure_reason
+from service.ledger.schema import decode_outputs
 from service.settings import Settings
+
+EXISTING_LABEL = "SELECT label_index, value FROM labels WHERE request_id = ? AND row_index = ?"
+INSERT_LABEL = (
+    "INSERT INTO labels (request_id, row_index, label_index, value, received_at) VALUES (?,?,?,?,?) "
+    "ON CONFLICT DO NOTHING RETURNING request_id"
+)
 
 
 @dataclass
@@ -106,7 +111,8 @@ class FeedbackStore:
         """How long to keep looking (every feedback_retry_step_s) for predictions not found: another
         worker (or replica) may have answered them and not written them yet."""
         self._retry_step_s = settings.feedback_retry_step_s
-        self._db = WatchedConnection(settings.ledger_path)
+        self._db = Database(settings.ledger_target, lazy=True)
+        self._errors = database_errors()
         self._lock = threading.Lock()
         """One connection, used by one thread at a time."""
 
@@ -149,10 +155,10 @@ class FeedbackStore:
         # Outcomes are kept aside until the commit: a label is "joined" only once it is durable.
         counts: Counter[str] = Counter()
         errors: list[str] = []
-        self._db.check()
         try:
+            self._db.check()
             self._join_rows(valid, final, now, counts, errors, missing, scored)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise LedgerUnavailable(
                 f"ledger: labels could not be written ({failure_reason(exc)}: {exc}); none of this request's "
                 "labels were recorded, send them again later"
@@ -185,7 +191,7 @@ class FeedbackStore:
         scored: list[tuple[list[tuple[str, int | None, float | None]], int | None, float | None, float]],
     ) -> None:
         """One transaction: every label looked up, checked against an earlier one, and inserted."""
-        with transaction(self._db.conn) as c:
+        with self._db.transaction() as c:
             for i, rid, row, label_index, value in valid:
                 found = c.execute(
                     "SELECT outputs, created_at FROM predictions WHERE request_id = ? AND row_index = ?",
@@ -198,9 +204,13 @@ class FeedbackStore:
                     counts["unknown_id"] += 1
                     errors.append(f"labels[{i}]: no prediction recorded for request {rid!r} row {row}")
                     continue
-                existing = c.execute(
-                    "SELECT label_index, value FROM labels WHERE request_id = ? AND row_index = ?", (rid, row)
-                ).fetchone()
+                existing = c.execute(EXISTING_LABEL, (rid, row)).fetchone()
+                if (
+                    existing is None
+                    and c.execute(INSERT_LABEL, (rid, row, label_index, value, now)).fetchone() is None
+                ):
+                    # Another replica labelled this row since the look just now: its label stands.
+                    existing = c.execute(EXISTING_LABEL, (rid, row)).fetchone()
                 if existing is not None:
                     same = existing[0] == label_index and (existing[1] == value)
                     counts["duplicate" if same else "conflicting"] += 1
@@ -210,16 +220,11 @@ class FeedbackStore:
                             "the first one is kept"
                         )
                     continue
-                c.execute("INSERT INTO labels VALUES (?,?,?,?,?)", (rid, row, label_index, value, now))
                 counts["joined"] += 1
                 preds: list[tuple[str, int | None, float | None]] = [
                     (v, o[0], o[1]) for v, o in decode_outputs(found[0]).items()
                 ]
                 scored.append((preds, label_index, value, float(now - found[1])))
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        return self._db.conn
 
     def close(self) -> None:
         self._db.close()

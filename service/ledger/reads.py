@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from typing import Any
 
 import numpy as np
 
+from service.ledger.database import Database
 from service.ledger.schema import decode_outputs
 from service.stats.compare import Outcomes
 
@@ -37,23 +37,50 @@ class LabelledRows:
         self.last_rowid = 0
         self.rows = 0
         self._chunks: dict[str, list[Outcomes]] = {}
+        self._xmin = "0"
+        self._recent: dict[int, int] = {}
+        """PostgreSQL: labels read whose writing transaction is not below the watermark yet (seq ->
+        txid), so a second look at them is skipped."""
 
-    def update(self, conn: sqlite3.Connection) -> dict[str, Outcomes]:
-        """Read what is new; variant -> outcomes over every labelled row so far."""
-        conn.execute("BEGIN")
-        try:
-            (top,) = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM labels").fetchone()
+    def _new_sqlite(self, db: Database) -> list[tuple[Any, ...]]:
+        with db.snapshot():
+            (top,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM labels").fetchone()
             if top < self.last_rowid:  # a different (recreated) ledger file: start again
                 self._reset()
-            rows = conn.execute(
+            rows = db.execute(
                 "SELECT l.rowid, p.outputs, l.label_index, l.value FROM labels l "
                 "JOIN predictions p ON p.request_id = l.request_id AND p.row_index = l.row_index "
                 "WHERE l.rowid > ? AND l.rowid <= ? AND p.model = ? AND p.version = ?",
                 (self.last_rowid, top, self.model, self.version),
             ).fetchall()
-        finally:
-            conn.execute("COMMIT")
         self.last_rowid = top
+        return list(rows)
+
+    def _new_postgresql(self, db: Database) -> list[tuple[Any, ...]]:
+        """Labels written by several replicas commit out of sequence order, so a sequence watermark
+        would skip a label committed late. The watermark is a transaction id instead: every
+        transaction below the snapshot's xmin had ended when the snapshot was taken, so its labels
+        were visible then; labels of later transactions are read again next time (and skipped)."""
+        with db.snapshot():
+            (xmin,) = db.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+            found = db.execute(
+                "SELECT l.seq, l.txid::text, p.outputs, l.label_index, l.value FROM labels l "
+                "JOIN predictions p ON p.request_id = l.request_id AND p.row_index = l.row_index "
+                "WHERE l.txid >= ?::xid8 AND p.model = ? AND p.version = ?",
+                (self._xmin, self.model, self.version),
+            ).fetchall()
+        rows = []
+        for seq, txid, outputs, label_index, value in found:
+            if seq not in self._recent:
+                self._recent[seq] = int(txid)
+                rows.append((seq, outputs, label_index, value))
+        self._xmin = xmin
+        self._recent = {seq: txid for seq, txid in self._recent.items() if txid >= int(xmin)}
+        return rows
+
+    def update(self, db: Database) -> dict[str, Outcomes]:
+        """Read what is new; variant -> outcomes over every labelled row so far."""
+        rows = self._new_sqlite(db) if db.kind == "sqlite" else self._new_postgresql(db)
         self.rows += len(rows)
         by_variant: dict[str, tuple[list[int], list[Any]]] = {}
         for rowid, outputs, true_label, true_value in rows:
@@ -77,9 +104,9 @@ class LabelledRows:
         return {v: chunks[0] for v, chunks in self._chunks.items()}
 
 
-def served_rows(conn: sqlite3.Connection, model: str, version: int) -> int:
+def served_rows(db: Database, model: str, version: int) -> int:
     """Rows of one model version recorded in the ledger (the denominator of label coverage)."""
-    (n,) = conn.execute(
+    (n,) = db.execute(
         "SELECT COUNT(*) FROM predictions WHERE model = ? AND version = ?", (model, version)
     ).fetchone()
     return int(n)

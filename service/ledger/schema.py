@@ -1,21 +1,29 @@
-"""The ledger's SQL: one table of predictions (a row per request row, every variant's output in one
-document) and one of labels. Plain SQL, no SQLite-only types, so a shared database can take its place.
+"""The ledger's tables: one of predictions (a row per request row, every variant's output in one
+document) and one of labels; plain SQL for SQLite and PostgreSQL alike, with a schema version.
+
+Version 1 is the SQLite ledger of earlier releases (no version table). Version 2 adds the version
+table and an index for counting a model version's rows; on PostgreSQL, labels also carry a sequence
+number and the id of the transaction that wrote them, so /compare can read new labels incrementally
+while several replicas write (service/ledger/reads.py). A ledger at an older version is upgraded
+when opened; one newer than this gateway is refused, naming both versions.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from service.ledger.database import Database
 
-SCHEMA = """
+SCHEMA_VERSION = 2
+ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
+ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
+# Any constant: replicas creating or upgrading the schema at once take turns on it.
+SCHEMA_LOCK = 7_316_001
+
+PREDICTIONS = """
 CREATE TABLE IF NOT EXISTS predictions (
     request_id TEXT NOT NULL,
     row_index INTEGER NOT NULL,
@@ -25,8 +33,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     created_at DOUBLE PRECISION NOT NULL,
     outputs TEXT NOT NULL,
     PRIMARY KEY (request_id, row_index)
-);
-CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
+)"""
+LABELS_SQLITE = """
 CREATE TABLE IF NOT EXISTS labels (
     request_id TEXT NOT NULL,
     row_index INTEGER NOT NULL,
@@ -34,81 +42,86 @@ CREATE TABLE IF NOT EXISTS labels (
     value DOUBLE PRECISION,
     received_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (request_id, row_index)
-);
-"""
-ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
-ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
+)"""
+LABELS_POSTGRESQL = """
+CREATE TABLE IF NOT EXISTS labels (
+    request_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    label_index INTEGER,
+    value DOUBLE PRECISION,
+    received_at DOUBLE PRECISION NOT NULL,
+    seq BIGSERIAL NOT NULL,
+    txid XID8 NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (request_id, row_index)
+)"""
+VERSION_1 = ["CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at)"]
+UPGRADES = {
+    # from version 1 (and for a new ledger, after version 1's tables)
+    1: [
+        "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS predictions_model_version ON predictions (model, version)",
+    ],
+}
 
 
-def connect(path: Path, max_bytes: int | None = None) -> sqlite3.Connection:
-    """A connection with WAL, a busy timeout and the schema in place; ``max_bytes`` caps the file
-    (SQLite's max_page_count: a write beyond it fails with "database or disk is full", as on a full
-    disk)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=10, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.executescript(SCHEMA)
-    if max_bytes is not None:
-        (page,) = conn.execute("PRAGMA page_size").fetchone()
-        conn.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // int(page))}")
-    return conn
+class LedgerSchemaError(RuntimeError):
+    """A ledger this gateway cannot use as it is (written by a newer gateway)."""
 
 
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at ``path``, or None when there is none."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-class WatchedConnection:
-    """A ledger connection that notices when the file at its path is no longer the one it holds
-    (deleted, or replaced by a restore): :meth:`check` reopens it there (a new file gets the schema)
-    instead of writing on into an unlinked inode. The writer and the label store both use it."""
-
-    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
-        self.path = path
-        self._max_bytes = max_bytes
-        self.reopened = 0
-        self.conn = connect(path, max_bytes)
-        self._identity = file_identity(path)
-
-    def check(self) -> None:
-        now = file_identity(self.path)
-        if now is not None and now == self._identity:
-            return
-        what = "deleted" if now is None else "replaced"
-        log.warning(
-            "ledger %s was %s while open: reopening it (new rows go to the file now there)", self.path, what
+def _has_table(db: Database, name: str) -> bool:
+    if db.kind == "sqlite":
+        return (
+            db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+            is not None
         )
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
-        self.conn = connect(self.path, self._max_bytes)
-        self._identity = file_identity(self.path)
-        self.reopened += 1
-
-    def close(self) -> None:
-        self.conn.close()
+    return db.execute("SELECT to_regclass(?)", (name,)).fetchone()[0] is not None
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (nothing half-written)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        # SQLite rolls back by itself on some errors (SQLITE_FULL, I/O errors): a second ROLLBACK would
-        # fail and hide the error that matters.
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+def stored_version(db: Database) -> int | None:
+    """The schema version of the ledger (None: empty, no tables yet)."""
+    if _has_table(db, "ledger_meta"):
+        row = db.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    return 1 if _has_table(db, "predictions") else None
+
+
+def _refuse_newer(db: Database, found: int | None) -> None:
+    if found is not None and found > SCHEMA_VERSION:
+        raise LedgerSchemaError(
+            f"ledger {db.display} has schema version {found}, newer than this gateway's "
+            f"({SCHEMA_VERSION}): run the newer gateway, or point GATEWAY_LEDGER_URL at another ledger"
+        )
+
+
+def ensure_schema(db: Database) -> int | None:
+    """Create the tables, or upgrade them to SCHEMA_VERSION, in one transaction; returns the version
+    found (None: a new ledger). Refuses a newer ledger. A ledger already current is only read (a
+    read-only SQLite file still opens)."""
+    found = stored_version(db)
+    _refuse_newer(db, found)
+    if found == SCHEMA_VERSION:
+        return found
+    with db.transaction():
+        if db.kind != "sqlite":
+            db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+        found = stored_version(db)  # another replica may have done it meanwhile
+        _refuse_newer(db, found)
+        if found == SCHEMA_VERSION:
+            return found
+        if found is None:
+            db.execute(PREDICTIONS)
+            db.execute(LABELS_SQLITE if db.kind == "sqlite" else LABELS_POSTGRESQL)
+            for statement in VERSION_1:
+                db.execute(statement)
+        for version in range(found or 1, SCHEMA_VERSION):
+            for statement in UPGRADES[version]:
+                db.execute(statement)
+        db.execute("DELETE FROM ledger_meta WHERE key = 'schema_version'")
+        db.execute(
+            "INSERT INTO ledger_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    return found
 
 
 def decode_outputs(text: str) -> dict[str, tuple[int | None, float, str]]:

@@ -1,6 +1,7 @@
 """The prediction ledger's writer: a system of record for every answered row.
 
-SQLite in WAL mode; one background thread writes queued entries in one transaction every
+SQLite in WAL mode, or a PostgreSQL database shared by replicas (service/ledger/database.py); one
+background thread writes queued entries in one transaction every
 ``flush_interval_s`` (a graceful stop flushes everything). Every entry ends in exactly one of two
 ways, reported through callbacks: committed (``on_commit(entry, inserted rows)``: rows of a request
 id already in the ledger are kept as first written, and the caller counts them), or counted as
@@ -16,20 +17,25 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.ledger.database import Database, database_errors, failure_reason
 from service.ledger.entries import Entry, entry_rows
 from service.ledger.retention import cleanup
-from service.ledger.schema import WatchedConnection, transaction
 from service.settings import Settings
+
+__all__ = ["Ledger", "LedgerHealth", "failure_reason", "open_ledger"]
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
+INSERT_PREDICTION = (
+    "INSERT INTO predictions (request_id, row_index, model, version, served, created_at, outputs) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
 
 
 @dataclass(frozen=True)
@@ -48,26 +54,12 @@ class LedgerHealth:
     """Times the ledger file was found deleted or replaced and reopened."""
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The unrecorded-rows reason for a failed write, from SQLite's message."""
-    text = str(exc).lower()
-    if "full" in text:
-        return "ledger_full"
-    if "readonly" in text or "read-only" in text:
-        return "ledger_read_only"
-    if "locked" in text or "busy" in text:
-        return "ledger_locked"
-    if "i/o" in text or "disk" in text:
-        return "ledger_io_error"
-    return "ledger_error"
-
-
 class Ledger:
     """Background writer of predictions; synchronous label joins live in service/ledger/feedback.py."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         flush_interval_s: float = 0.1,
         max_queue: int = 100_000,
         retention_s: float = 7 * 86400,
@@ -78,7 +70,6 @@ class Ledger:
         on_unrecorded: Callable[[str, Entry], None] = lambda _r, _e: None,
         max_bytes: int | None = None,
     ) -> None:
-        self.path = path
         self.flush_interval_s = flush_interval_s
         self.cleanup_interval_s = cleanup_interval_s
         self.retention_s = retention_s
@@ -87,7 +78,9 @@ class Ledger:
         self._on_commit = on_commit
         self._on_unrecorded = on_unrecorded
         self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
-        self._db = WatchedConnection(path, max_bytes)
+        self._db = Database(path, max_bytes, lazy=True)
+        self.path = self._db.display
+        self._errors = database_errors()
         self._flush_requests: queue.Queue[threading.Event] = queue.Queue()
         self._retrying: list[Entry] = []
         self._health = LedgerHealth("ok")
@@ -98,10 +91,6 @@ class Ledger:
         self._thread = threading.Thread(target=self._run, name="gateway-ledger", daemon=True)
         self._stopped = False
         self._thread.start()
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        return self._db.conn
 
     # --- callers -------------------------------------------------------------------------------
     def record(self, entry: Entry) -> bool:
@@ -147,11 +136,11 @@ class Ledger:
         """All entries in one transaction; the rows each one inserted."""
         self._db.check()
         inserted = []
-        with transaction(self._conn) as c:
+        with self._db.transaction() as db:
             for e in entries:
-                # A request id seen twice (a client retry, or a batch sent again after an evaluator
-                # crash) keeps its first record.
-                cur = c.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?)", entry_rows(e))
+                # A request id seen twice (a client retry, a batch sent again after an evaluator
+                # crash, or two replicas given the same id) keeps its first record.
+                cur = db.executemany(INSERT_PREDICTION, entry_rows(e))
                 inserted.append(max(cur.rowcount, 0))
         self.written_rows += sum(inserted)
         return inserted
@@ -165,7 +154,7 @@ class Ledger:
         batch, self._retrying = self._retrying, []
         try:
             inserted = self._write(batch)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             self._failed(batch, exc)
             return
         if self._health.state != "ok":
@@ -180,7 +169,7 @@ class Ledger:
         for e, n in zip(batch, inserted, strict=True):
             self._on_commit(e, n)
 
-    def _failed(self, batch: list[Entry], exc: sqlite3.Error) -> None:
+    def _failed(self, batch: list[Entry], exc: BaseException) -> None:
         reason = failure_reason(exc)
         if self._failures == 0:
             log.error(
@@ -210,7 +199,12 @@ class Ledger:
             try:
                 self._attempt(force=bool(waiters))
                 if time.monotonic() - self._last_cleanup > self.cleanup_interval_s and not self._retrying:
-                    self.cleanup()
+                    try:
+                        self.cleanup()
+                    except self._errors as exc:  # retention waits for the next interval
+                        log.warning(
+                            "ledger %s: retention failed (%s: %s)", self.path, failure_reason(exc), exc
+                        )
             except Exception:  # a bug must not stop the writer; its entries stay queued
                 log.exception("ledger writer failed")
             for w in waiters:
@@ -232,7 +226,7 @@ class Ledger:
         """Apply retention and the row cap now; returns rows deleted."""
         self._last_cleanup = time.monotonic()
         self._db.check()
-        return cleanup(self._conn, self.retention_s, self.max_unlabelled_rows, now)
+        return cleanup(self._db, self.retention_s, self.max_unlabelled_rows, now)
 
     def close(self) -> None:
         """Flush everything and stop the writer (graceful stop)."""
@@ -256,7 +250,7 @@ def open_ledger(
     if not settings.ledger_enabled:
         return None
     return Ledger(
-        settings.ledger_path,
+        settings.ledger_target,
         settings.ledger_flush_interval_s,
         max_queue=settings.record_queue,
         retention_s=settings.ledger_retention_s,

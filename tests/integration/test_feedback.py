@@ -164,7 +164,7 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
     """Each /compare decodes only the labels received since the previous one; the document equals one
     computed from scratch over every labelled row."""
     from service.ledger import reads
-    from service.ledger.schema import connect
+    from service.ledger.database import Database
     from service.stats.compare import compare
 
     frame = pd.read_csv(built_repo.csv).head(150)
@@ -186,7 +186,7 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
         assert len(decoded) == 100, "only the 100 new labelled rows were read"
     finally:
         reads.decode_outputs = real  # type: ignore[assignment]
-    conn = connect(gateway.settings.ledger_path)
+    conn = Database(gateway.settings.ledger_path)
     try:
         others = [n for n in gateway.repo.variants if n != gateway.router.champion]
         m = gateway.repo.manifest
@@ -213,8 +213,8 @@ def test_a_label_waits_briefly_for_a_prediction_another_process_has_not_written_
     the store keeps looking (GATEWAY_FEEDBACK_RETRY_S) instead of answering unknown_id."""
     import orjson
 
+    from service.ledger.database import Database
     from service.ledger.feedback import FeedbackStore
-    from service.ledger.schema import connect
 
     path = tmp_path / "shared.sqlite"
     store = FeedbackStore(
@@ -225,7 +225,7 @@ def test_a_label_waits_briefly_for_a_prediction_another_process_has_not_written_
 
     def other_worker_writes() -> None:
         time.sleep(0.3)
-        conn = connect(path)
+        conn = Database(path)
         doc = orjson.dumps({gateway.router.champion: [0, 0.9, "s"]}).decode()
         conn.execute(
             "INSERT INTO predictions VALUES (?,?,?,?,?,?,?)",

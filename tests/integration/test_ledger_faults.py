@@ -101,12 +101,12 @@ def test_labels_are_refused_with_503_when_they_cannot_be_made_durable(
     assert ok.json()["joined"] == 1
     store = gateway._feedback
     assert store is not None
-    store._conn.execute("PRAGMA query_only=1")  # the label store turns read-only
+    store._db.conn.execute("PRAGMA query_only=1")  # the label store turns read-only
     refused = client.post("/feedback", json={"request_id": "ro-1", "row": 0, "label": label})
     assert refused.status_code == 503, refused.text
     assert "ledger_read_only" in refused.json()["error"]
     assert sample("gateway_rejected_requests_total", reason="ledger_unavailable") >= 1
-    store._conn.execute("PRAGMA query_only=0")
+    store._db.conn.execute("PRAGMA query_only=0")
     again = client.post("/feedback", json={"request_id": "ro-1", "row": 0, "label": label})
     assert again.json()["joined"] == 1  # nothing of the refused request was recorded
 

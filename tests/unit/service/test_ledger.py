@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from contract.outputs import Output
+from service.ledger.database import Database
 from service.ledger.entries import Entry
-from service.ledger.schema import transaction
 from service.ledger.store import Ledger
 from tests.helpers import ledger_count
 
@@ -105,7 +105,7 @@ def test_retention_deletes_old_unlabelled_rows_only(tmp_path: Path) -> None:
     ledger.record(entry("old-labelled", created_at=old))
     ledger.record(entry("new"))
     ledger.flush()
-    with transaction(sqlite3.connect(ledger.path, isolation_level=None)) as c:
+    with Database(ledger.path).transaction() as c:
         c.execute("INSERT INTO labels VALUES ('old-labelled', 0, 0, NULL, 0)")
     deleted = ledger.cleanup()
     assert deleted == 3  # old-unlabelled's 2 rows, and old-labelled's unlabelled row 1

@@ -71,7 +71,7 @@ def test_full_disk_rows_are_retried_then_counted_and_written_once_there_is_room(
     wait_until(lambda: out.unrecorded.get("ledger_full", 0) > 0, 10, "rows beyond the retry budget counted")
     assert ledger.health().pending_rows <= 400
     # Room again: the retried rows are written late, the ledger says ok.
-    ledger._conn.execute("PRAGMA max_page_count=1000000")
+    ledger._db.conn.execute("PRAGMA max_page_count=1000000")
     wait_until(lambda: ledger.health().state == "ok", 15, "the ledger to recover")
     ledger.close()
     recorded = ledger_count(ledger.path)
@@ -87,7 +87,7 @@ def test_read_only_database_rows_kept_while_memory_allows_then_counted_at_stop(t
     ledger.record(entry("before"))
     assert ledger.flush()
     # Root can write to a chmod-444 file, so read-only is injected the way SQLite reports it.
-    ledger._conn.execute("PRAGMA query_only=1")
+    ledger._db.conn.execute("PRAGMA query_only=1")
     for i in range(10):
         ledger.record(entry(f"ro{i}"))
     wait_until(lambda: ledger.health().reason == "ledger_read_only", 10, "read-only reported")
@@ -103,7 +103,7 @@ def test_locked_database_waits_and_writes_when_the_lock_is_released(tmp_path: Pa
     out = Outcomes()
     path = tmp_path / "l.sqlite"
     ledger = writer(path, out)
-    ledger._conn.execute("PRAGMA busy_timeout=50")
+    ledger._db.conn.execute("PRAGMA busy_timeout=50")
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
@@ -159,14 +159,14 @@ def test_degraded_spell_backs_off_and_keeps_order(tmp_path: Path) -> None:
     """While writes fail, tries are spaced out (not a hot loop); the rows land in the order given."""
     out = Outcomes()
     ledger = writer(tmp_path / "l.sqlite", out)
-    ledger._conn.execute("PRAGMA query_only=1")
+    ledger._db.conn.execute("PRAGMA query_only=1")
     for i in range(3):
         ledger.record(entry(f"o{i}", created_at=1000.0 + i))
     wait_until(lambda: ledger._failures >= 3, 10, "three failed tries")
     tries = ledger._failures
     time.sleep(0.3)
     assert ledger._failures <= tries + 3  # back-off: 0.16 s, 0.32 s, ... not every 20 ms
-    ledger._conn.execute("PRAGMA query_only=0")
+    ledger._db.conn.execute("PRAGMA query_only=0")
     assert ledger.flush(10)
     ledger.close()
     order = [

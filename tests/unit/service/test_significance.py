@@ -137,11 +137,11 @@ def test_labelled_rows_outcomes_incremental_and_per_variant(tmp_path: Path) -> N
     missing on some rows (shadow sampled), another model version ignored, a recreated ledger re-read."""
     import orjson
 
+    from service.ledger.database import Database
     from service.ledger.reads import LabelledRows
-    from service.ledger.schema import connect
 
     def fill(path: Path, task_rows: list[tuple[str, int, dict[str, list[Any]]]]) -> Any:
-        conn = connect(path)
+        conn = Database(path)
         for rid, version, doc in task_rows:
             conn.execute(
                 "INSERT INTO predictions VALUES (?,?,?,?,?,?,?)",
@@ -177,4 +177,4 @@ def test_labelled_rows_outcomes_incremental_and_per_variant(tmp_path: Path) -> N
     assert cls["a"][1].tolist() == [True] and cls["b"][1].tolist() == [False]
     # The same reader pointed at a fresh file (fewer labels than it has seen) starts again.
     reader.last_rowid = 99
-    assert reader.update(connect(tmp_path / "reg.sqlite"))["a"][1].tolist() == [1.0, -1.0, -0.5]
+    assert reader.update(Database(tmp_path / "reg.sqlite"))["a"][1].tolist() == [1.0, -1.0, -0.5]
