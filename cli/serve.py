@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--admin-token", help="enables /admin/* (or set GATEWAY_ADMIN_TOKEN)")
     parser.add_argument("--ledger", type=Path, help="SQLite ledger path (or set GATEWAY_LEDGER_PATH)")
+    parser.add_argument(
+        "--ledger-url",
+        help="the ledger's database, sqlite:///path or postgresql://user@host:port/db shared by replicas "
+        "(or set GATEWAY_LEDGER_URL)",
+    )
 
 
 def server_env(
@@ -34,6 +39,7 @@ def server_env(
     admin_token: str | None = None,
     ledger: Path | None = None,
     base: dict[str, str] | None = None,
+    ledger_url: str | None = None,
 ) -> dict[str, str]:
     """Environment for a `bentoml serve` child process of the gateway: GATEWAY_* names come from the
     settings object (service.settings.environment), never written by hand."""
@@ -45,6 +51,8 @@ def server_env(
         values["admin_token"] = admin_token
     if ledger is not None:
         values["ledger_path"] = ledger.resolve()
+    if ledger_url is not None:
+        values["ledger_url"] = ledger_url
     env.update(environment(**values))
     # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir when it starts, so two gateways
     # sharing a home would zero or mix each other's counters: each ledger gets its own home.
@@ -98,6 +106,37 @@ def settings_problem(admin_token: str | None) -> str | None:
     return None
 
 
+def ledger_problem(ledger_url: str | None) -> str | None:
+    """Why the ledger database named by --ledger-url or GATEWAY_LEDGER_URL cannot be used (a bad URL,
+    a PostgreSQL server that does not answer, a schema newer than this gateway), or None. A SQLite
+    file is created by the server itself."""
+    from service.ledger.database import (
+        POSTGRESQL,
+        Database,
+        LedgerUrlError,
+        database_errors,
+        parse_url,
+        redact,
+    )
+    from service.ledger.schema import LedgerSchemaError
+    from service.settings import Settings
+
+    url = ledger_url or Settings().ledger_url
+    if url is None:
+        return None
+    flag = "--ledger-url" if ledger_url else "GATEWAY_LEDGER_URL"
+    try:
+        if parse_url(url)[0] != POSTGRESQL:
+            return None
+        Database(url).close()
+    except (LedgerUrlError, LedgerSchemaError) as exc:
+        return f"{flag}: {exc}"
+    except database_errors() as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{flag}: cannot open {redact(url)} ({text})"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Verify (exit 2 with one line on a bad repository), then replace this process with bentoml."""
     from contract.verify import RepositoryError
@@ -106,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print(f"gateway serve: error: --workers: expected at least 1, got {args.workers}", file=sys.stderr)
         return 2
-    problem = settings_problem(args.admin_token) or port_problem(args.host, args.port)
+    problem = (
+        settings_problem(args.admin_token)
+        or port_problem(args.host, args.port)
+        or ledger_problem(getattr(args, "ledger_url", None))
+    )
     if problem:
         print(f"gateway serve: error: {problem}", file=sys.stderr)
         return 2
@@ -119,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         f"serving {repo.manifest.name} v{repo.manifest.version} from {repo.path} on http://{args.host}:{args.port}",
         flush=True,
     )
-    env = server_env(repo.path, args.workers, args.admin_token, args.ledger)
+    env = server_env(repo.path, args.workers, args.admin_token, args.ledger, ledger_url=args.ledger_url)
     root = Path(__file__).resolve().parent.parent
     os.chdir(root)
     cmd = server_command(args.host, args.port)
