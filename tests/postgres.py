@@ -34,7 +34,8 @@ def _free_port() -> int:
 class PostgresCluster:
     """One running cluster; ``url(db)`` gives a psycopg URL for a database in it."""
 
-    def __init__(self, folder: Path, user: str = "gateway") -> None:
+    def __init__(self, folder: Path, user: str = "gateway", fsync: bool = False) -> None:
+        """``fsync``: off for tests (throw-away data, faster); on to measure as in production."""
         bin_dir = server_binaries()
         if bin_dir is None:
             raise RuntimeError(
@@ -46,6 +47,7 @@ class PostgresCluster:
         self.port = _free_port()
         self.user = user
         self.log = folder / "postgres.log"
+        self.fsync = fsync
         self._run_as: str | None = "postgres" if os.geteuid() == 0 else None
         folder.mkdir(parents=True, exist_ok=True)
         if self._run_as:
@@ -71,7 +73,7 @@ class PostgresCluster:
         """Start (or start again after stop/kill) on the same port and data folder."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.folder} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=200"
+            "-c max_connections=200" + ("" if self.fsync else " -c fsync=off -c full_page_writes=off")
         )
         self._cmd(
             [

@@ -229,3 +229,11 @@ def test_postgresql_failures_have_reasons() -> None:
     assert failure_reason(errors.AdminShutdown()) == "ledger_unreachable"
     assert failure_reason(psycopg.OperationalError("connection refused")) == "ledger_unreachable"
     assert failure_reason(errors.UndefinedTable()) == "ledger_error"
+
+
+def test_the_ledger_throughput_benchmark_runs_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.ledger_throughput import main
+
+    assert main(["--rows", "2000", "--rounds", "1", "--variants", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "| postgresql |" in table and "| sqlite |" in table
