@@ -8,14 +8,17 @@ builders/ensembling.py (ensembles) -> the champion rule (builders/scoring.py) ->
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders import data as data_mod
 from builders import ensembles as ens
 from builders import scoring
 from builders.context import BuildContext, BuildOptions, load_table, prepare, split_table
+from builders.distributed import search_backend
 from builders.ensembling import build_ensembles
 from builders.evaluated import Evaluated, ReportFacts
 from builders.families import Family, families_for
@@ -52,6 +55,16 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
         progress(f"dropped column {d.name!r}: {d.reason}")
     if opts.fp_cost is not None and table.task != "binary":
         progress(f"note: --fp-cost/--fn-cost apply to binary tasks only; ignored for {table.task}")
+    with search_backend(opts.dask_scheduler, opts.dask_local, progress) as scheduler:
+        # On a cluster every worker takes fits: joblib's n_jobs=-1 means all of them.
+        return _run(
+            dataclasses.replace(opts, n_jobs=-1) if scheduler else opts, table, fams, progress, started
+        )
+
+
+def _run(
+    opts: BuildOptions, table: data_mod.Table, fams: list[Family], progress: Progress, started: float
+) -> BuildResult:
     ctx = prepare(opts, table)
     progress(
         f"{table.name}: {table.task}, {len(table.features)} rows ({len(ctx.x_train)} train / "

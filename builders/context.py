@@ -45,6 +45,10 @@ class BuildOptions:
     cv_folds: int = 3
     n_jobs: int = 2
     learning_curves: bool = True
+    dask_scheduler: str | None = None
+    """Run the search's fits on this Dask scheduler (builders/distributed.py)."""
+    dask_local: int | None = None
+    """Or on a local Dask cluster of this many worker processes, started for the build."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cv-folds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="parallel fits (default 2)")
     parser.add_argument("--no-learning-curves", action="store_true", help="skip learning curves (faster)")
+    dask = parser.add_mutually_exclusive_group()
+    dask.add_argument(
+        "--dask-scheduler", metavar="ADDRESS", help="run the search's fits on this Dask scheduler"
+    )
+    dask.add_argument(
+        "--dask-local", type=int, metavar="N", help="start a local Dask cluster of N workers for the search"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         cv_folds=args.cv_folds,
         n_jobs=args.jobs,
         learning_curves=not args.no_learning_curves,
+        dask_scheduler=args.dask_scheduler,
+        dask_local=args.dask_local,
     )
     try:
         result = run_build(opts, progress=lambda msg: console.print(msg, markup=False))
