@@ -58,9 +58,17 @@ def render(doc: dict[str, Any], console: Console) -> None:
     console.print(t)
     tests = Table(
         title=f"Champion {doc['champion']} vs each model on the same labelled rows "
-        "(exact McNemar / Wilcoxon; Holm-adjusted p)"
+        "(verdicts: always-valid sequential p, Bonferroni; fixed-sample McNemar / Wilcoxon p, Holm, for reference)"
     )
-    for col in ("challenger", "rows", "champion", "challenger score", "p (adj.)", "verdict"):
+    for col in (
+        "challenger",
+        "rows",
+        "champion",
+        "challenger score",
+        "always-valid p",
+        "fixed p (adj.)",
+        "verdict",
+    ):
         tests.add_column(col)
     for row in doc["tests"]:
         tests.add_row(
@@ -68,6 +76,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
             str(row["n"]),
             _f(row["champion_score"]),
             _f(row["challenger_score"]),
+            _f(row.get("always_valid_p"), 4),
             _f(row["p_adjusted"], 4),
             row["verdict"],
         )

@@ -1,10 +1,14 @@
 """Offline against online: per-model live metrics with intervals, rank agreement, paired tests.
 
 Classification: accuracy with a 95% Wilson interval; champion vs each other model on the rows both
-answered and that have labels: an exact McNemar test (binomial on the discordant pairs).
-Regression: RMSE with a 95% interval (t-interval on squared errors, then the square root); paired
-Wilcoxon signed-rank test on absolute errors. p-values are Holm-adjusted across the comparisons,
-because a champion compared with eight models at 5% each would "find" a winner far too often.
+answered and that have labels. Regression: RMSE with a 95% interval (t-interval on squared errors,
+then the square root), champion vs each other model on the paired absolute errors.
+
+The verdicts rest on always-valid sequential tests (service/stats/sequential.py: a beta-mixture
+e-value on McNemar's discordant pairs, a mixture SPRT on paired errors), Bonferroni-adjusted across
+the comparisons, because /compare is read again and again while labels arrive and a fixed-sample test
+checked at every look declares winners far too often. The fixed-sample tests (exact McNemar, Wilcoxon)
+stay beside them for reference, Holm-adjusted, with the labels a fixed-sample test would need.
 
 Pure: it takes the labelled outcomes per variant (service.ledger.reads) and the offline cards.
 """
@@ -19,6 +23,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from contract.manifest import Manifest, ModelCard
+from service.stats.sequential import always_valid_p, discordant_e_value, mixture_sprt_e_value
 from service.stats.significance import (
     Interval,
     PairedTest,
@@ -123,7 +128,8 @@ def _paired(data: Mapping[str, Outcomes], champion: str, other: str, regression:
     a, b_ = v1[i1], v2[i2]
     n = len(common)
     if regression:
-        diff, p, needed = paired_errors_test(np.abs(a.astype(float)), np.abs(b_.astype(float)))
+        abs_a, abs_b = np.abs(a.astype(float)), np.abs(b_.astype(float))
+        diff, p, needed = paired_errors_test(abs_a, abs_b)
         return PairedTest(
             other,
             n,
@@ -132,6 +138,7 @@ def _paired(data: Mapping[str, Outcomes], champion: str, other: str, regression:
             {"mean_abs_error_diff": diff},
             p if n else None,
             labels_needed=needed,
+            e_value=mixture_sprt_e_value(abs_a - abs_b) if n else None,
         )
     b, c, p = mcnemar(a.astype(bool), b_.astype(bool))
     return PairedTest(
@@ -142,13 +149,17 @@ def _paired(data: Mapping[str, Outcomes], champion: str, other: str, regression:
         {"only_champion_right": b, "only_challenger_right": c},
         p if n else None,
         labels_needed=mcnemar_labels_needed(b, c, n),
+        e_value=discordant_e_value(b, c) if n else None,
     )
 
 
 def _with_verdicts(tests: list[PairedTest], regression: bool) -> list[dict[str, Any]]:
-    """Holm-adjusted p-values across the comparisons, and each comparison in words."""
+    """Each comparison in words, from its always-valid p-value (Bonferroni over the comparisons);
+    the fixed-sample p-values Holm-adjusted beside it."""
     final = []
+    m = sum(1 for t in tests if t.e_value is not None)
     for t, p_adj in zip(tests, holm([t.p_value for t in tests]), strict=True):
+        p_seq = always_valid_p(t.e_value, m) if t.e_value is not None else None
         better = None
         if t.champion_score is not None and t.challenger_score is not None:
             better = (
@@ -163,10 +174,18 @@ def _with_verdicts(tests: list[PairedTest], regression: bool) -> list[dict[str, 
                 "champion_score": t.champion_score,
                 "challenger_score": t.challenger_score,
                 "statistic": t.statistic,
+                "e_value": t.e_value,
+                "always_valid_p": p_seq,
+                "test": "always-valid: "
+                + (
+                    "mixture SPRT on paired absolute errors"
+                    if regression
+                    else "beta-mixture e-value on discordant pairs"
+                ),
                 "p_value": t.p_value,
                 "p_adjusted": p_adj,
                 "labels_needed": t.labels_needed,
-                "verdict": verdict(better, p_adj, t.n, t.labels_needed),
+                "verdict": verdict(better, p_seq, t.n, t.labels_needed),
             }
         )
     return final

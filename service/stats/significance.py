@@ -63,6 +63,8 @@ class PairedTest:
     p_adjusted: float | None = None
     verdict: str = ""
     labels_needed: int | None = None
+    e_value: float | None = None
+    """The always-valid test's e-value (service/stats/sequential.py); the verdict rests on it."""
 
 
 def mcnemar(

@@ -25,6 +25,7 @@ from cli.replay.client import run
 from cli.replay.command import make_plan
 from cli.replay.traffic import fetch_schema
 from tests.helpers import ROOT, BuiltRepo, Server, start_server, stop_server, wait_until
+from tests.postgres import PostgresCluster
 
 pytestmark = pytest.mark.slow
 
@@ -168,3 +169,61 @@ def test_serve_names_a_postgresql_it_cannot_reach_in_one_line(built_repo: BuiltR
         r.stderr
     )
     assert "secret" not in r.stderr and "***" in r.stderr
+
+
+def test_postgresql_restarted_under_a_serving_gateway_loses_nothing(
+    built_repo: BuiltRepo, feature_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    cluster = PostgresCluster(tmp_path / "pg")
+    server = None
+    try:
+        url = cluster.create_database("ledger")
+        server = start_server(
+            built_repo.root,
+            tmp_path / "bentoml.log",
+            ledger=tmp_path / "local.sqlite",
+            extra_env={"GATEWAY_LEDGER_URL": url, "GATEWAY_LEDGER_FLUSH_INTERVAL_S": "0.05"},
+        )
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for i in range(50):
+                assert (
+                    c.post(
+                        "/predict", json={"records": feature_records[:1], "request_id": f"up-{i}"}
+                    ).status_code
+                    == 200
+                )
+            wait_until(
+                lambda: _count(url, "SELECT COUNT(*) FROM predictions") == 50, 10, "rows before the stop"
+            )
+            cluster.stop()
+            for i in range(50):  # answers go on while the database is down
+                assert (
+                    c.post(
+                        "/predict", json={"records": feature_records[:1], "request_id": f"down-{i}"}
+                    ).status_code
+                    == 200
+                )
+            wait_until(lambda: c.get("/health").json()["status"] == "degraded", 10, "/health to say degraded")
+            assert c.get("/health").json()["ledger"]["reason"] == "ledger_unreachable"
+            refused = c.post("/feedback", json={"request_id": "up-0", "label": "stay"})
+            assert refused.status_code == 503 and "send them again" in refused.json()["error"]
+            assert c.get("/compare").status_code == 503
+            cluster.start()
+            wait_until(
+                lambda: c.get("/health").json()["status"] == "ok", 30, "the ledger to recover by itself"
+            )
+            wait_until(
+                lambda: _count(url, "SELECT COUNT(*) FROM predictions") == 100, 10, "rows written late"
+            )
+            assert c.post("/feedback", json={"request_id": "down-0", "label": "stay"}).json()["joined"] == 1
+            text = c.get("/metrics").text
+            unrecorded = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("gateway_unrecorded_rows_total{")
+            )
+            assert unrecorded == 0, "answered 100 = recorded 100 + counted 0"
+    finally:
+        if server is not None:
+            stop_server(server)
+        cluster.stop()
