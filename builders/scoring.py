@@ -19,12 +19,15 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from contract import calibration
 from contract.combine import apply_threshold
 
 HIGHER_IS_BETTER = {
     "accuracy": True,
     "f1": True,
     "log_loss": False,
+    "brier": False,
+    "ece": False,
     "roc_auc": True,
     "rmse": False,
     "mae": False,
@@ -45,7 +48,8 @@ def classification_metrics(
     n_classes: int,
     costs: tuple[float, float] | None = None,
 ) -> dict[str, float]:
-    """Accuracy and F1 of the served labels; log loss and ROC AUC of the probabilities."""
+    """Accuracy and F1 of the served labels; log loss, ROC AUC, Brier score and expected calibration
+    error of the probabilities (binary: of P(class 1); more classes: of the top-label confidence)."""
     out = {"accuracy": float(accuracy_score(y, labels))}
     if n_classes == 2:
         out["f1"] = float(f1_score(y, labels, pos_label=1, zero_division=0))
@@ -54,6 +58,10 @@ def classification_metrics(
     clipped = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     out["log_loss"] = float(log_loss(y, clipped, labels=list(range(n_classes))))
+    # the same definitions as online (contract/calibration.py), so /compare sets them side by side
+    score, hit = calibration.targets(clipped, np.asarray(y))
+    out["brier"] = calibration.brier(score, hit)
+    out["ece"] = calibration.ece(score, hit)
     present = len(np.unique(y))
     if present == n_classes:
         if n_classes == 2:

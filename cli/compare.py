@@ -81,6 +81,36 @@ def render(doc: dict[str, Any], console: Console) -> None:
             row["verdict"],
         )
     console.print(tests)
+    calibrated = [m for m in rows if m.get("calibration") and m["calibration"]["n"]]
+    if calibrated:
+        of = calibrated[0]["calibration"]["of"]
+        cal = Table(title=f"Calibration on labelled rows ({of}; 95% intervals; offline = test split)")
+        for col in (
+            "model",
+            "Brier",
+            "95% interval",
+            "offline Brier",
+            "ECE",
+            "95% interval",
+            "offline ECE",
+            "log loss",
+            "offline log loss",
+        ):
+            cal.add_column(col)
+        for m in calibrated:
+            c = m["calibration"]
+            cal.add_row(
+                m["model"],
+                _f(c["brier"], 4),
+                f"[{_f(c['brier_low'], 4)}, {_f(c['brier_high'], 4)}]",
+                _f(c["offline_brier"], 4),
+                _f(c["ece"], 4),
+                f"[{_f(c['ece_low'], 4)}, {_f(c['ece_high'], 4)}]",
+                _f(c["offline_ece"], 4),
+                _f(c.get("log_loss"), 4),
+                _f(c.get("offline_log_loss"), 4),
+            )
+        console.print(cal)
     tau = doc.get("kendall_tau")
     coverage = doc.get("label_coverage")
     console.print(

@@ -250,6 +250,14 @@ MODEL_INFO = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+ONLINE_CALIBRATION = Gauge(
+    "gateway_online_calibration",
+    "Online calibration of each model on its labelled rows, as of the last /compare: metric is brier, ece "
+    "or log_loss (binary tasks)",
+    [MODEL, "metric"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 PATCH_APPLIED = Gauge(
     "gateway_patch_applied",
     "1 for each patch of a dependency's private code that applied at start, 0 for one that did not",

@@ -212,13 +212,14 @@ class Gateway:
                 labelled = self._labelled = LabelledRows.for_version(self._labelled, m)
                 data = labelled.update(conn)
                 served, labelled_rows = served_rows(conn, m.name, m.version), labelled.rows
+                calibration = labelled.calibration()
         except errors as exc:
             raise LedgerUnavailable(
                 f"ledger: cannot be read now ({failure_reason(exc)}: {exc}); try again later"
             ) from exc
         finally:
             conn.close()
-        return compare(
+        doc = compare(
             m,
             repo.cards,
             data,
@@ -226,7 +227,14 @@ class Gateway:
             others=[n for n in repo.variants if n != router.champion],
             served_rows=served,
             labelled_rows=labelled_rows,
+            calibration=calibration,
         )
+        for row in doc["models"]:
+            for name in ("brier", "ece", "log_loss"):
+                value = (row.get("calibration") or {}).get(name)
+                if value is not None:
+                    metrics.ONLINE_CALIBRATION.labels(row["model"], name).set(value)
+        return doc
 
     def health(self) -> dict[str, Any]:
         """GET /health: readiness, the recording and the ledger (degraded while writes fail), and which

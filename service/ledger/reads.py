@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from service.ledger.database import Database
 from service.ledger.schema import decode_outputs
@@ -20,10 +21,11 @@ class LabelledRows:
     decodes only labels newer than the last one seen (by rowid, in one read snapshot). /compare then
     costs time in proportion to the labels received since the previous call (measured: 10k labelled
     rows x 13 models 0.35 s the first time, 0.024 s again, 0.054 s after 1,000 new labels). Only what
-    the statistics use is kept: 9 bytes a model and row for classification, 16 for regression."""
+    the statistics use is kept: 9 bytes a model and row for correctness, 5 more for calibration
+    (classification), 16 for regression."""
 
-    def __init__(self, model: str, version: int, regression: bool) -> None:
-        self.model, self.version, self.regression = model, version, regression
+    def __init__(self, model: str, version: int, regression: bool, binary: bool = False) -> None:
+        self.model, self.version, self.regression, self.binary = model, version, regression, binary
         self._reset()
 
     @classmethod
@@ -31,12 +33,14 @@ class LabelledRows:
         """``current`` when it holds this manifest's version, else a new, empty reader."""
         if current is not None and (current.model, current.version) == (manifest.name, manifest.version):
             return current
-        return cls(manifest.name, manifest.version, manifest.task == "regression")
+        return cls(manifest.name, manifest.version, manifest.task == "regression", len(manifest.classes) == 2)
 
     def _reset(self) -> None:
         self.last_rowid = 0
         self.rows = 0
         self._chunks: dict[str, list[Outcomes]] = {}
+        self._calibration: dict[str, list[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]] = {}
+        """Classification: per variant (score, hit) as contract/calibration.py defines them."""
         self._xmin = "0"
         self._recent: dict[int, int] = {}
         """PostgreSQL: labels read whose writing transaction is not below the watermark yet (seq ->
@@ -82,26 +86,43 @@ class LabelledRows:
         """Read what is new; variant -> outcomes over every labelled row so far."""
         rows = self._new_sqlite(db) if db.kind == "sqlite" else self._new_postgresql(db)
         self.rows += len(rows)
-        by_variant: dict[str, tuple[list[int], list[Any]]] = {}
+        by_variant: dict[str, tuple[list[int], list[Any], list[float], list[bool]]] = {}
         for rowid, outputs, true_label, true_value in rows:
             for variant, (label, score, _role) in decode_outputs(outputs).items():
-                keys, outcomes = by_variant.setdefault(variant, ([], []))
+                keys, outcomes, scores, hits = by_variant.setdefault(variant, ([], [], [], []))
                 keys.append(rowid)
                 if self.regression:
                     outcomes.append(math.nan if score is None or true_value is None else score - true_value)
-                else:
-                    outcomes.append(label is not None and label == true_label)
+                    continue
+                correct = label is not None and label == true_label
+                outcomes.append(correct)
+                # the ledger keeps P(class 1) of a binary answer, the top-label confidence otherwise
+                scores.append(math.nan if score is None else score)
+                hits.append(true_label == 1 if self.binary else correct)
         dtype = np.float64 if self.regression else np.bool_
-        for v, (keys, outcomes) in by_variant.items():
+        for v, (keys, outcomes, scores, hits) in by_variant.items():
             self._chunks.setdefault(v, []).append(
                 (np.array(keys, dtype=np.int64), np.array(outcomes, dtype=dtype))
             )
+            if not self.regression:
+                self._calibration.setdefault(v, []).append(
+                    (np.array(scores, dtype=np.float32), np.array(hits, dtype=np.bool_))
+                )
+        for v, parts in self._calibration.items():
+            if len(parts) > 1:
+                self._calibration[v] = [
+                    (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+                ]
         for v, chunks in self._chunks.items():
             if len(chunks) > 1:
                 self._chunks[v] = [
                     (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
                 ]
         return {v: chunks[0] for v, chunks in self._chunks.items()}
+
+    def calibration(self) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]:
+        """Classification: variant -> (score, hit) over every labelled row read so far."""
+        return {v: parts[0] for v, parts in self._calibration.items()}
 
 
 def served_rows(db: Database, model: str, version: int) -> int:

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from contract.manifest import Manifest, ModelCard
+from service.stats.calibration import online_calibration
 from service.stats.sequential import always_valid_p, discordant_e_value, mixture_sprt_e_value
 from service.stats.significance import (
     Interval,
@@ -50,12 +51,18 @@ def compare(
     others: Sequence[str],
     served_rows: int,
     labelled_rows: int,
+    calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] | None = None,
 ) -> dict[str, Any]:
     """The /compare document for one repository version."""
     regression = manifest.task == "regression"
     metric = "rmse" if regression else "accuracy"
     sign = -1.0 if regression else 1.0
     models = _model_rows(cards, data, metric, regression, champion, others)
+    for m in models:
+        if calibration is not None and m["model"] in calibration:
+            score, hit = calibration[m["model"]]
+            offline = cards[m["model"]].metrics.get("test", {})
+            m["calibration"] = online_calibration(score, hit, len(manifest.classes) == 2, offline)
     scored = [m for m in models if m["online"] is not None and m["offline"] is not None]
     for key in ("offline", "online"):
         # Ties share the best rank (1, 1, 3): equal scores are not an ordering.

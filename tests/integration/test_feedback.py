@@ -152,6 +152,13 @@ def test_compare_on_recorded_traffic(client: Any, gateway: Gateway, built_repo: 
     for m in by_model.values():
         assert m["n"] == 120 and m["low"] <= m["online"] <= m["high"]
         assert m["offline"] is not None
+        c = m["calibration"]
+        assert c["n"] == 120 and sum(b["n"] for b in c["bins"]) == 120 and c["of"] == "P(class 1)"
+        assert c["brier_low"] <= c["brier"] <= c["brier_high"] and c["ece_low"] <= c["ece_high"]
+        assert c["log_loss"] > 0 and c["offline_log_loss"] is not None
+    scraped_text = client.get("/metrics").text
+    for name in gateway.repo.variants:
+        assert f'gateway_online_calibration{{metric="brier",model="{name}"}}' in scraped_text
     assert {t["challenger"] for t in doc["tests"]} == set(gateway.repo.variants) - {doc["champion"]}
     for t in doc["tests"]:
         assert t["n"] == 120 and t["verdict"]
@@ -190,7 +197,7 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
     try:
         others = [n for n in gateway.repo.variants if n != gateway.router.champion]
         m = gateway.repo.manifest
-        rows = reads.LabelledRows(m.name, m.version, regression=False)
+        rows = reads.LabelledRows.for_version(None, m)
         fresh = compare(
             m,
             gateway.repo.cards,
@@ -199,6 +206,7 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
             others=others,
             served_rows=reads.served_rows(conn, m.name, m.version),
             labelled_rows=rows.rows,
+            calibration=rows.calibration(),
         )
     finally:
         conn.close()
