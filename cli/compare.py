@@ -124,18 +124,46 @@ def render(doc: dict[str, Any], console: Console) -> None:
         markup=False,
     )
     console.print(doc["summary"], markup=False)
+    side = doc.get("against")
+    if side:
+        v = Table(
+            title=f"v{doc['version']} (live) beside v{side['version']}: {metric}, offline (test split) and online "
+            f"(labelled rows: {doc['labelled_rows']} vs {side['labelled_rows']})"
+        )
+        for col in (
+            "model",
+            f"offline v{doc['version']}",
+            f"offline v{side['version']}",
+            f"online v{doc['version']}",
+            f"online v{side['version']}",
+        ):
+            v.add_column(col)
+        for m in side["models"]:
+            v.add_row(
+                m["model"],
+                _f(m["offline"]),
+                _f(m["earlier_offline"]),
+                f"{_f(m['online'])} (n {m['n']})",
+                f"{_f(m['earlier_online'])} (n {m['earlier_n']})",
+            )
+        console.print(v)
+        console.print(f"v{side['version']}: {side['summary']}", markup=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `gateway compare`."""
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="gateway base URL")
     parser.add_argument("--json", action="store_true", help="print the raw JSON document")
+    parser.add_argument(
+        "--against", type=int, metavar="VERSION", help="also show an earlier version beside the live one"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Fetch /compare and print it; exit 2 when the gateway cannot be reached or answers an error."""
     try:
-        r = httpx.get(f"{args.url.rstrip('/')}/compare", timeout=30)
+        params = {"against": args.against} if getattr(args, "against", None) is not None else None
+        r = httpx.get(f"{args.url.rstrip('/')}/compare", params=params, timeout=30)
     except httpx.HTTPError as exc:
         print(
             f"gateway compare: error: --url {args.url}: cannot reach the gateway ({type(exc).__name__})",

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from contract.manifest import Routing
+from contract.manifest import Manifest, ModelCard, Routing
 from contract.outputs import Output
 from service import metric_queue, metrics
 from service.core.answers import describe_repository, rows_json
 from service.core.publish import publish_models, publish_routing
 from service.core.requests import PredictRequest, parse_predict
 from service.core.routing import Router
+from service.core.versions import earlier_version, side_by_side
 from service.errors import InvalidField, LedgerUnavailable, NotReady, UnknownVariant
 from service.ledger.database import Database, database_errors, failure_reason
 from service.ledger.feedback import FeedbackStore
@@ -193,11 +194,12 @@ class Gateway:
             store = self._feedback
         return store.submit(repo.manifest, body).as_json()
 
-    def compare(self) -> dict[str, Any]:
-        """GET /compare (blocking: call from a worker thread)."""
+    def compare(self, against: Any = None) -> dict[str, Any]:
+        """GET /compare[?against=N] (blocking: call from a worker thread)."""
         if not self.settings.ledger_enabled:
             raise NotReady("the ledger is disabled (GATEWAY_LEDGER_ENABLED=false): nothing to compare")
         repo, router = self.repo, self.router
+        earlier = earlier_version(repo, against) if against is not None else None
         self.recording.barrier()
         m = repo.manifest
         errors = database_errors()
@@ -213,6 +215,8 @@ class Gateway:
                 data = labelled.update(conn)
                 served, labelled_rows = served_rows(conn, m.name, m.version), labelled.rows
                 calibration = labelled.calibration()
+            if earlier is not None:
+                then = _compare_version(conn, *earlier)
         except errors as exc:
             raise LedgerUnavailable(
                 f"ledger: cannot be read now ({failure_reason(exc)}: {exc}); try again later"
@@ -234,6 +238,8 @@ class Gateway:
                 value = (row.get("calibration") or {}).get(name)
                 if value is not None:
                     metrics.ONLINE_CALIBRATION.labels(row["model"], name).set(value)
+        if earlier is not None:
+            doc["against"] = side_by_side(doc, then)
         return doc
 
     def health(self) -> dict[str, Any]:
@@ -268,3 +274,20 @@ class Gateway:
         if self._feedback is not None:
             self._feedback.close()
         metric_queue.flush()
+
+
+def _compare_version(conn: Database, manifest: Manifest, cards: Mapping[str, ModelCard]) -> dict[str, Any]:
+    """The /compare document of another version, read afresh (its labelled rows are not cached)."""
+    labelled = LabelledRows.for_version(None, manifest)
+    data = labelled.update(conn)
+    champion = manifest.routing.champion
+    return compare(
+        manifest,
+        cards,
+        data,
+        champion=champion,
+        others=[n for n in cards if n != champion],
+        served_rows=served_rows(conn, manifest.name, manifest.version),
+        labelled_rows=labelled.rows,
+        calibration=labelled.calibration(),
+    )

@@ -35,7 +35,8 @@ def build_app(gateway: Gateway) -> HotRoutes:
         return json_response(await anyio.to_thread.run_sync(gateway.feedback, body))
 
     async def compare(request: Request) -> Response:
-        return json_response(await anyio.to_thread.run_sync(gateway.compare))
+        against = request.query_params.get("against")
+        return json_response(await anyio.to_thread.run_sync(gateway.compare, against))
 
     async def openapi(request: Request) -> Response:
         from service.http.openapi import document

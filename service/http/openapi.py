@@ -205,6 +205,15 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
             "/compare": {
                 "get": {
                     "summary": "Offline vs online, intervals and paired tests",
+                    "parameters": [
+                        {
+                            "name": "against",
+                            "in": "query",
+                            "required": False,
+                            "description": "an earlier version of the repository to show beside the live one",
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    ],
                     "responses": {"200": {"description": "comparison document"}, **errors},
                 }
             },
