@@ -22,6 +22,7 @@ from service.http.bodies import json_body_of, parse_json
 from service.http.hot import HotRoutes
 from service.http.oip import oip_routes
 from service.http.responses import guarded, json_response
+from service.http.ui import ui
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
         Route("/compare", guarded("compare", compare), methods=["GET"]),
         Route("/metrics", guarded("metrics", metrics_endpoint), methods=["GET"]),
         Route("/health", guarded("models", health), methods=["GET"]),
+        Route("/ui", guarded("models", ui), methods=["GET"]),
         Route("/openapi.json", guarded("models", openapi), methods=["GET"]),
         *admin_routes(gateway),
         *oip_routes(gateway),
