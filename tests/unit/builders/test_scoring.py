@@ -218,3 +218,13 @@ def test_threshold_separates_probabilities_one_float_apart() -> None:
     y = np.array([1, 0])
     t = choose_threshold(p1, y, 1.0, 1.0)
     assert expected_cost(y, (p1 >= t).astype(int), 1.0, 1.0) == 0.0
+
+
+def test_latency_noise_cannot_change_the_champion() -> None:
+    """Within 1.5x of the fastest, models are equally fast: the better validation score wins, however
+    the timing of a busy machine orders them."""
+    for fast, slow in [(10.0, 14.0), (14.0, 10.0)]:
+        pool = _candidates([("logreg", 0.89, fast, True), ("hist_gb", 0.90, slow, True)])
+        assert choose_champion(pool, "accuracy", 100)[0] == "hist_gb"
+    pool = _candidates([("logreg", 0.89, 10.0, True), ("hist_gb", 0.90, 16.0, True)])
+    assert choose_champion(pool, "accuracy", 100)[0] == "logreg", "clearly faster still wins"
