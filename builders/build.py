@@ -130,12 +130,16 @@ def _ensembles(
 
 def _routing(everything: list[Evaluated], metric: str, n_validation: int) -> Routing:
     """The champion by the rule in builders/scoring.py; everything else runs as shadow."""
+    own = {m.name: len(m.onnx_bytes) if m.onnx_bytes is not None else 0 for m in everything}
+    # an ensemble runs its members: its size is theirs plus its own graph (the stacking meta-model)
+    size = {m.name: own[m.name] + sum(own.get(x, 0) for x in m.members) for m in everything}
     candidates = [
         scoring.Candidate(
             name=m.name,
             validation_score=m.metrics["validation"][metric],
             latency_us=m.latency.onnx_single_row_us if m.latency is not None else float("inf"),
             eligible=m.role != "baseline" and m.parity is not None and m.parity.passed,
+            size_bytes=size[m.name],
         )
         for m in everything
     ]

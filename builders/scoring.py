@@ -158,6 +158,8 @@ class Candidate:
     validation_score: float
     latency_us: float
     eligible: bool
+    size_bytes: int = 0
+    """The ONNX file's size: among equally fast, equally good models the smaller (simpler) one wins."""
 
 
 LATENCY_TOLERANCE = 1.5
@@ -176,13 +178,13 @@ def choose_champion(candidates: Sequence[Candidate], metric: str, n_validation: 
     near = [c for c in pool if oriented(metric, c.validation_score) >= cutoff - 1e-12]
     # Latency measured during a build is noisy (a busy machine shifts it by tens of percent): models
     # within LATENCY_TOLERANCE of the fastest count as equally fast, and among those the validation
-    # score decides, then the name, so timing noise alone cannot change the champion.
+    # score decides, then the smaller graph, then the name, so timing noise cannot change the champion.
     fastest = min(c.latency_us for c in near)
     fast = [c for c in near if c.latency_us <= fastest * LATENCY_TOLERANCE]
-    champion = min(fast, key=lambda c: (-oriented(metric, c.validation_score), c.name))
+    champion = min(fast, key=lambda c: (-oriented(metric, c.validation_score), c.size_bytes, c.name))
     rule = (
         f"fastest model (ONNX single-row latency; within {LATENCY_TOLERANCE:g}x of the fastest counts as equally "
-        f"fast, then the better validation score) whose validation {metric} is within one standard error "
+        f"fast, then the better validation score, then the smaller ONNX graph) whose validation {metric} is within one standard error "
         f"({se:.4f}) of the best ({best.name}: {best.validation_score:.4f}); baseline and models that "
         f"failed parity are not eligible"
     )

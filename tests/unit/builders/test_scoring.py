@@ -228,3 +228,11 @@ def test_latency_noise_cannot_change_the_champion() -> None:
         assert choose_champion(pool, "accuracy", 100)[0] == "hist_gb"
     pool = _candidates([("logreg", 0.89, 10.0, True), ("hist_gb", 0.90, 16.0, True)])
     assert choose_champion(pool, "accuracy", 100)[0] == "logreg", "clearly faster still wins"
+
+
+def test_equally_fast_and_equally_good_goes_to_the_smaller_graph() -> None:
+    pool = [
+        Candidate(name="knn", validation_score=0.99, latency_us=15.8, eligible=True, size_bytes=90_000),
+        Candidate(name="logreg", validation_score=0.99, latency_us=13.0, eligible=True, size_bytes=2_000),
+    ]
+    assert choose_champion(pool, "accuracy", 114)[0] == "logreg"
