@@ -133,7 +133,18 @@ class ProcessRecording:
         """True once everything submitted before this call is recorded and committed."""
         if self._thread is None:
             return True
-        return self._control(Barrier(next(self._tokens)), timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            control = self._submit_control(Barrier(next(self._tokens)), max(deadline - time.monotonic(), 0.0))
+            if control.ok:
+                return True
+            if not control.error or time.monotonic() >= deadline:
+                if control.error:
+                    log.error("evaluator: Barrier failed: %s", control.error)
+                return False
+            # The evaluator died under the barrier: its successor is sent the unconfirmed jobs first,
+            # so a new barrier behind them means the same.
+            time.sleep(0.05)
 
     def prepare(self, repo: LoadedRepository, timeout_s: float = 120.0) -> bool:
         """Have the evaluator load a version before it is served (no drops at a swap); open the crash
@@ -143,13 +154,17 @@ class ProcessRecording:
         return self._control(Load(next(self._tokens), str(repo.path)), timeout_s)
 
     def _control(self, message: Load | Barrier, timeout_s: float) -> bool:
+        control = self._submit_control(message, timeout_s)
+        if control.error:
+            log.error("evaluator: %s failed: %s", type(message).__name__, control.error)
+        return control.ok
+
+    def _submit_control(self, message: Load | Barrier, timeout_s: float) -> _Control:
         control = _Control(message)
         self._pending.append(control)
         self._wake.set()
-        ok = control.wait(timeout_s)
-        if control.error:
-            log.error("evaluator: %s failed: %s", type(message).__name__, control.error)
-        return ok
+        control.ok = control.wait(timeout_s)
+        return control
 
     # --- the sender ------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
