@@ -357,6 +357,41 @@ def panels() -> list[tuple[int, int, Panel]]:
                 stack=True,
             ),
         ),
+        (
+            12,
+            8,
+            timeseries(
+                "Connections closed by the gateway",
+                "Per second: connections whose request headers did not arrive within "
+                "GATEWAY_HEADER_TIMEOUT_S (header_timeout), and requests refused with 503 because a worker "
+                "held GATEWAY_MAX_CONNECTIONS (over_limit).",
+                [
+                    target(
+                        "sum by (reason) (rate(gateway_connections_closed_total[$__rate_interval]))",
+                        "{{reason}}",
+                    )
+                ],
+                "short",
+                stack=True,
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Online calibration (as of the last /compare)",
+                "Brier score and expected calibration error of each model on its labelled rows, set each "
+                "time /compare is read (gateway compare, the /ui page); lower is better. Offline values are "
+                "in /compare beside them.",
+                [
+                    target(
+                        'max by (model, metric) (gateway_online_calibration{model=~"$model",metric=~"brier|ece"})',
+                        "{{model}} {{metric}}",
+                    )
+                ],
+                "short",
+            ),
+        ),
     ]
 
 

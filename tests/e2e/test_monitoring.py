@@ -340,6 +340,7 @@ def drive_traffic(server: Server, records: list[dict[str, Any]]) -> int:
         extra = [labels[0], {"request_id": "monitoring-unknown", "row": 0, "label": "stay"}]
         r = client.post("/feedback", json={"labels": extra})
         assert r.status_code == 200 and r.json()["duplicate"] == 1 and r.json()["unknown_id"] == 1, r.text
+        assert client.get("/compare").status_code == 200  # publishes the online calibration gauges
     return len(labels)
 
 
