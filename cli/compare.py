@@ -24,6 +24,10 @@ def _f(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _interval(low: float | None, high: float | None, digits: int = 4) -> str:
+    return f"[{_f(low, digits)}, {_f(high, digits)}]" if low is not None else "–"
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
     """Models (offline vs online with intervals and ranks), paired tests, and the summary."""
     metric = doc["metric"]
@@ -44,7 +48,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
     rows = sorted(doc["models"], key=lambda m: m.get("online_rank") or 10**6)
     for m in rows:
         name = m["model"] + (" ★" if m["model"] == doc["champion"] else "")
-        interval = f"[{_f(m['low'], 3)}, {_f(m['high'], 3)}]" if m["low"] is not None else "–"
+        interval = _interval(m["low"], m["high"], 3)
         t.add_row(
             name,
             m["kind"],
@@ -102,10 +106,10 @@ def render(doc: dict[str, Any], console: Console) -> None:
             cal.add_row(
                 m["model"],
                 _f(c["brier"], 4),
-                f"[{_f(c['brier_low'], 4)}, {_f(c['brier_high'], 4)}]",
+                _interval(c["brier_low"], c["brier_high"]),
                 _f(c["offline_brier"], 4),
                 _f(c["ece"], 4),
-                f"[{_f(c['ece_low'], 4)}, {_f(c['ece_high'], 4)}]",
+                _interval(c["ece_low"], c["ece_high"]),
                 _f(c["offline_ece"], 4),
                 _f(c.get("log_loss"), 4),
                 _f(c.get("offline_log_loss"), 4),

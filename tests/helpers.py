@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -387,6 +388,17 @@ def start_server(
     url = f"http://127.0.0.1:{port}"
     managed.wait_http(f"{url}/readyz", 90)
     return Server(url=url, port=port, managed=managed, env=env)
+
+
+def serve_refusal(repository: Path, *flags: str) -> str:
+    """`gateway serve` with these flags must refuse to start: exit code 2 and one line on stderr, which
+    is returned."""
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--repository", str(repository), *flags]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
 
 
 def stop_server(server: Server) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from service.ledger.schema import ensure_schema
+
 log = logging.getLogger(__name__)
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -85,15 +87,12 @@ class Database:
     def __init__(self, target: str | Path, max_bytes: int | None = None, lazy: bool = False) -> None:
         """``lazy``: a database that cannot be reached now is not an error here; the first use
         tries again (the writer starts degraded and retries instead of failing the worker)."""
-        from service.ledger.schema import ensure_schema
-
         self.url = as_url(target)
         self.kind, self.location = parse_url(self.url)
         self.display = str(self.location) if self.kind == SQLITE else redact(self.url)
         self._max_bytes = max_bytes
         self.reopened = 0
         self._lost = False
-        self._ensure_schema = ensure_schema
         self.conn: Any = None
         self._identity: tuple[int, int] | None = None
         try:
@@ -123,7 +122,7 @@ class Database:
             # autocommit: transactions are explicit (transaction()), reads take no lock
             self.conn = psycopg.connect(self.location, autocommit=True, connect_timeout=5)
         try:
-            self._ensure_schema(self)
+            ensure_schema(self)
         except BaseException:
             self._close_quietly()
             raise

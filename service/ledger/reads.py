@@ -108,21 +108,20 @@ class LabelledRows:
                 self._calibration.setdefault(v, []).append(
                     (np.array(scores, dtype=np.float32), np.array(hits, dtype=np.bool_))
                 )
-        for v, parts in self._calibration.items():
-            if len(parts) > 1:
-                self._calibration[v] = [
-                    (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-                ]
-        for v, chunks in self._chunks.items():
-            if len(chunks) > 1:
-                self._chunks[v] = [
-                    (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
-                ]
+        _merge(self._chunks)
+        _merge(self._calibration)
         return {v: chunks[0] for v, chunks in self._chunks.items()}
 
     def calibration(self) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]:
         """Classification: variant -> (score, hit) over every labelled row read so far."""
         return {v: parts[0] for v, parts in self._calibration.items()}
+
+
+def _merge(parts: dict[str, list[Any]]) -> None:
+    """Each variant's chunks of paired arrays joined into one pair, in place."""
+    for v, chunks in parts.items():
+        if len(chunks) > 1:
+            parts[v] = [tuple(np.concatenate([c[k] for c in chunks]) for k in range(2))]
 
 
 def served_rows(db: Database, model: str, version: int) -> int:

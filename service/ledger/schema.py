@@ -34,26 +34,19 @@ CREATE TABLE IF NOT EXISTS predictions (
     outputs TEXT NOT NULL,
     PRIMARY KEY (request_id, row_index)
 )"""
-LABELS_SQLITE = """
+LABELS = """
 CREATE TABLE IF NOT EXISTS labels (
     request_id TEXT NOT NULL,
     row_index INTEGER NOT NULL,
     label_index INTEGER,
     value DOUBLE PRECISION,
-    received_at DOUBLE PRECISION NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,{extra}
     PRIMARY KEY (request_id, row_index)
 )"""
-LABELS_POSTGRESQL = """
-CREATE TABLE IF NOT EXISTS labels (
-    request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    label_index INTEGER,
-    value DOUBLE PRECISION,
-    received_at DOUBLE PRECISION NOT NULL,
+# PostgreSQL: the sequence and writing transaction of each label (incremental reads, reads.py)
+LABELS_POSTGRESQL_EXTRA = """
     seq BIGSERIAL NOT NULL,
-    txid XID8 NOT NULL DEFAULT pg_current_xact_id(),
-    PRIMARY KEY (request_id, row_index)
-)"""
+    txid XID8 NOT NULL DEFAULT pg_current_xact_id(),"""
 VERSION_1 = ["CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at)"]
 UPGRADES = {
     # from version 1 (and for a new ledger, after version 1's tables)
@@ -111,7 +104,7 @@ def ensure_schema(db: Database) -> int | None:
             return found
         if found is None:
             db.execute(PREDICTIONS)
-            db.execute(LABELS_SQLITE if db.kind == "sqlite" else LABELS_POSTGRESQL)
+            db.execute(LABELS.format(extra="" if db.kind == "sqlite" else LABELS_POSTGRESQL_EXTRA))
             for statement in VERSION_1:
                 db.execute(statement)
         for version in range(found or 1, SCHEMA_VERSION):

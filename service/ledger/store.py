@@ -28,8 +28,6 @@ from service.ledger.entries import Entry, entry_rows
 from service.ledger.retention import cleanup
 from service.settings import Settings
 
-__all__ = ["Ledger", "LedgerHealth", "failure_reason", "open_ledger"]
-
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
 INSERT_PREDICTION = (

@@ -9,8 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 from cli.replay.client import run
 from cli.replay.command import make_plan
 from cli.replay.traffic import fetch_schema
-from tests.helpers import ROOT, BuiltRepo, Server, start_server, stop_server, wait_until
+from tests.helpers import BuiltRepo, Server, serve_refusal, start_server, stop_server, wait_until
 from tests.postgres import PostgresCluster
 
 pytestmark = pytest.mark.slow
@@ -150,25 +148,9 @@ def test_a_replica_killed_mid_traffic_leaves_the_others_serving_and_its_rows_joi
 
 def test_serve_names_a_postgresql_it_cannot_reach_in_one_line(built_repo: BuiltRepo) -> None:
     url = "postgresql://gateway:secret@127.0.0.1:1/ledger"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cli.main",
-        "serve",
-        "--repository",
-        str(built_repo.root),
-        "--port",
-        "0",
-        "--ledger-url",
-        url,
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gateway serve: error: --ledger-url: cannot open"), (
-        r.stderr
-    )
-    assert "secret" not in r.stderr and "***" in r.stderr
+    line = serve_refusal(built_repo.root, "--port", "0", "--ledger-url", url)
+    assert line.startswith("gateway serve: error: --ledger-url: cannot open"), line
+    assert "secret" not in line and "***" in line
 
 
 def test_postgresql_restarted_under_a_serving_gateway_loses_nothing(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import ROOT, BuiltRepo, ledger_count, start_server, stop_server, wait_until
+from tests.helpers import BuiltRepo, ledger_count, serve_refusal, start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,17 +59,5 @@ def test_serve_names_a_taken_port_in_one_line(built_repo: BuiltRepo) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cmd = [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "serve",
-            "--repository",
-            str(built_repo.root),
-            "--port",
-            str(port),
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], r.stderr
+        line = serve_refusal(built_repo.root, "--port", str(port))
+    assert f"127.0.0.1:{port}" in line and "in use" in line, line

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from service.ledger.database import failure_reason
 from service.ledger.entries import Entry
-from service.ledger.store import Ledger, failure_reason
+from service.ledger.store import Ledger
 from tests.helpers import ledger_count, ledger_ids, remove_ledger, wait_until
 from tests.unit.service.test_ledger import entry
 
