@@ -7,10 +7,11 @@ import datetime as dt
 from pathlib import Path
 
 from builders import export
-from builders.context import BuildContext
+from builders.context import BuildContext, frame_feeds
 from builders.evaluated import Evaluated, ReportFacts
 from builders.repository import publish, staging
 from contract.manifest import CARD_FILE, EnsembleSpec, Manifest, MemberSpec, Routing
+from contract.reference import REFERENCE_FILE, build_reference
 
 
 def write_version(
@@ -29,6 +30,9 @@ def write_version(
     with staging(ctx.opts.out, table.name) as tmp:
         specs = [_stage(m, tmp, ctx, metric) for m in models]
         report.write(tmp, ctx, models, excluded, facts, metric, routing)
+        # what the service's /drift compares live inputs with: the rows the members were trained on
+        reference = build_reference(table.columns, frame_feeds(table.columns, ctx.x_train))
+        (tmp / REFERENCE_FILE).write_text(reference.model_dump_json() + "\n")
 
         def make_manifest(version: int, files: dict[str, str]) -> Manifest:
             return Manifest(

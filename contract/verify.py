@@ -12,6 +12,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from contract.manifest import CARD_FILE, MANIFEST_FILE, Manifest, ModelCard
+from contract.reference import REFERENCE_FILE, InputReference
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -119,3 +120,17 @@ def load_card(path: Path) -> ModelCard:
     if path.name != CARD_FILE:
         raise RepositoryError(f"{path}: expected a {CARD_FILE}")
     return _parse(ModelCard, path, "card")
+
+
+def load_reference(version_dir: Path, manifest: Manifest) -> InputReference | None:
+    """The version's input reference (checksummed with the other files), or None for a version built
+    before references were written."""
+    if REFERENCE_FILE not in manifest.files:
+        return None
+    path = version_dir / REFERENCE_FILE
+    reference = _parse(InputReference, path, "input reference")
+    expected = [(c.name, c.kind) for c in manifest.inputs]
+    found = [(c.name, c.kind) for c in reference.columns]
+    if found != expected:
+        raise RepositoryError(f"{path}: columns {found} do not match the manifest's inputs {expected}")
+    return reference

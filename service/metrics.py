@@ -32,6 +32,7 @@ ROUTES = (
     "oip_infer",
     "oip_metadata",
     "oip_health",
+    "drift",
 )
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 FEEDBACK_OUTCOMES = ("joined", "unknown_id", "duplicate", "conflicting", "invalid_label")
@@ -257,6 +258,33 @@ ONLINE_CALIBRATION = Gauge(
     [MODEL, "metric"],
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
+)
+INPUT_DRIFT_PSI = Gauge(
+    "gateway_input_drift_psi",
+    "Population stability index of each input column's live rows (the /drift window) against the "
+    "training data's reference, as of the last refresh",
+    ["column"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+INPUT_DRIFT_P_VALUE = Gauge(
+    "gateway_input_drift_p_value",
+    "p-value of the drift test of each input column (KS for numeric, chi-square for categorical)",
+    ["column"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+INPUT_DRIFT_ROWS = Gauge(
+    "gateway_input_drift_rows",
+    "Live rows in the /drift window, every worker and replica writing to the ledger",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+INPUT_ROWS_UNCOUNTED = Counter(
+    "gateway_input_rows_uncounted",
+    "Answered rows left out of the live input counts: their minute's counts could not be written to "
+    "the ledger for a day (the oldest pending minutes are dropped beyond that)",
+    registry=REGISTRY,
 )
 PATCH_APPLIED = Gauge(
     "gateway_patch_applied",

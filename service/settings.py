@@ -75,6 +75,20 @@ class Settings(BaseSettings):
     shadow_gather_s: Annotated[float, Field(ge=0, le=1)] = 0.05
     """How long the shadow worker lets requests queue up before one batch: longer means fewer, larger
     onnxruntime runs (cheaper per request) and later shadow records."""
+    drift_enabled: bool = True
+    """Count every answered row into the input reference's bins (service/drift) for /drift; off only to
+    measure what it costs."""
+    drift_flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How often each worker writes its live input counts to the ledger (/drift is this far behind for
+    the other workers; the worker answering /drift writes its own first)."""
+    drift_publish_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    """How often each worker refreshes the drift gauges from the ledger (also at every /drift)."""
+    drift_window_s: Annotated[float, Field(ge=60)] = 3600.0
+    """The default window of /drift: live rows of the last this many seconds (minute buckets)."""
+    drift_min_rows: Annotated[int, Field(ge=1)] = 200
+    """Live rows a column needs in the window before it gets a drift status (PSI is biased up on few)."""
+    drift_max_series: Annotated[int, Field(ge=0, le=10_000)] = 200
+    """Columns (manifest order) published as Prometheus series; the rest are on /drift only."""
     evaluator_restart_backoff_s: Annotated[float, Field(ge=0)] = 1.0
     """An evaluator process that died is started again at most this often (what it never confirmed
     is counted as evaluator_lost; meanwhile answers go on and their records are counted lost)."""

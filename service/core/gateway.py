@@ -25,6 +25,7 @@ from service.core.publish import publish_models, publish_routing
 from service.core.requests import PredictRequest, parse_predict
 from service.core.routing import Router
 from service.core.versions import earlier_version, side_by_side
+from service.drift.live import LiveInputs
 from service.errors import InvalidField, LedgerUnavailable, NotReady, UnknownVariant
 from service.ledger.database import Database, database_errors, failure_reason
 from service.ledger.feedback import FeedbackStore
@@ -72,6 +73,8 @@ class Gateway:
         self._compare_lock = threading.Lock()
         self._labelled: LabelledRows | None = None
         self._reopened_seen = 0
+        self.inputs = LiveInputs(settings)
+        """Every answered row's inputs, counted against the reference for /drift."""
 
     # --- loading -------------------------------------------------------------------------------
     def load(self, path: Path | None = None) -> LoadedRepository:
@@ -87,6 +90,7 @@ class Gateway:
         with self._lock:
             old = self._repo
             self._repo, self._router, self.series = repo, router, series
+        self.inputs.attach(repo)
         publish_models(repo, old)
         publish_routing(router, repo)
         return repo
@@ -157,6 +161,7 @@ class Gateway:
         served = repo.evaluate(name, outputs)
         check_finite({name: served, **(outputs if request.return_members else {})})
         rows = request.rows
+        self.inputs.observe(request.feeds, rows)
         job = Job(
             request_id=request.request_id,
             variant=name,
@@ -242,6 +247,22 @@ class Gateway:
             doc["against"] = side_by_side(doc, then)
         return doc
 
+    def drift(self, window: Any = None) -> dict[str, Any]:
+        """GET /drift[?window=SECONDS] (blocking: call from a worker thread)."""
+        s = self.settings
+        if not s.ledger_enabled or not s.drift_enabled:
+            raise NotReady(
+                "input drift needs the ledger and GATEWAY_DRIFT_ENABLED (one is off): nothing is counted"
+            )
+        self.repo  # noqa: B018 - NotReady before a repository is loaded
+        window_s = _window(window, s.ledger_retention_s)
+        try:
+            return self.inputs.document(window_s)
+        except database_errors() as exc:
+            raise LedgerUnavailable(
+                f"ledger: cannot be read now ({failure_reason(exc)}: {exc}); try again later"
+            ) from exc
+
     def health(self) -> dict[str, Any]:
         """GET /health: readiness, the recording and the ledger (degraded while writes fail), and which
         dependency patches applied. Also refreshes the ledger gauges."""
@@ -271,9 +292,23 @@ class Gateway:
     def close(self) -> None:
         """Finish shadow work, then flush the ledger (graceful stop: nothing acknowledged is lost)."""
         self.recording.close()
+        self.inputs.close()
         if self._feedback is not None:
             self._feedback.close()
         metric_queue.flush()
+
+
+def _window(value: Any, most: float) -> float | None:
+    """The ``window`` query parameter: seconds, at least one minute, at most the retention."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (60 <= seconds <= most):
+        raise InvalidField("window", f"seconds from 60 to the ledger retention ({most:g})", repr(value))
+    return seconds
 
 
 def _compare_version(conn: Database, manifest: Manifest, cards: Mapping[str, ModelCard]) -> dict[str, Any]:

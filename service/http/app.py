@@ -39,6 +39,10 @@ def build_app(gateway: Gateway) -> HotRoutes:
         against = request.query_params.get("against")
         return json_response(await anyio.to_thread.run_sync(gateway.compare, against))
 
+    async def drift(request: Request) -> Response:
+        window = request.query_params.get("window")
+        return json_response(await anyio.to_thread.run_sync(gateway.drift, window))
+
     async def openapi(request: Request) -> Response:
         from service.http.openapi import document
 
@@ -62,6 +66,7 @@ def build_app(gateway: Gateway) -> HotRoutes:
         Route("/models", guarded("models", models), methods=["GET"]),
         Route("/feedback", guarded("feedback", feedback), methods=["POST"]),
         Route("/compare", guarded("compare", compare), methods=["GET"]),
+        Route("/drift", guarded("drift", drift), methods=["GET"]),
         Route("/metrics", guarded("metrics", metrics_endpoint), methods=["GET"]),
         Route("/health", guarded("models", health), methods=["GET"]),
         Route("/ui", guarded("models", ui), methods=["GET"]),

@@ -217,6 +217,21 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                     "responses": {"200": {"description": "comparison document"}, **errors},
                 }
             },
+            "/drift": {
+                "get": {
+                    "summary": "Input drift per column: live rows of a window against the training reference",
+                    "parameters": [
+                        {
+                            "name": "window",
+                            "in": "query",
+                            "required": False,
+                            "description": "seconds of live rows to compare (default GATEWAY_DRIFT_WINDOW_S)",
+                            "schema": {"type": "number", "minimum": 60},
+                        }
+                    ],
+                    "responses": {"200": {"description": "drift document"}, **errors},
+                }
+            },
             "/models": {
                 "get": {
                     "summary": "Members, ensembles, cards, schema and routing",

@@ -50,6 +50,7 @@ def cleanup(db: Database, retention_s: float, max_unlabelled_rows: int, now: flo
     The age rule uses the created_at index; the cap is checked against a plain row count first, so
     the usual case costs one index scan and a count."""
     cutoff = (now or time.time()) - retention_s
+    db.execute("DELETE FROM input_bins WHERE bucket < ?", (int(cutoff),))  # live input counts (drift)
     deleted = 0
     while True:
         n = _delete_batch(db, f"created_at < ? AND {UNLABELLED}", (cutoff,), BATCH_ROWS)

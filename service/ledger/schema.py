@@ -17,7 +17,7 @@ import orjson
 if TYPE_CHECKING:
     from service.ledger.database import Database
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
 ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
 # Any constant: replicas creating or upgrading the schema at once take turns on it.
@@ -53,6 +53,19 @@ UPGRADES = {
     1: [
         "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS predictions_model_version ON predictions (model, version)",
+    ],
+    # live input bin counts per worker and minute (service/drift): one row a worker rewrites
+    2: [
+        """CREATE TABLE IF NOT EXISTS input_bins (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    bucket BIGINT NOT NULL,
+    worker TEXT NOT NULL,
+    n_rows BIGINT NOT NULL,
+    counts TEXT NOT NULL,
+    PRIMARY KEY (model, version, bucket, worker)
+)""",
+        "CREATE INDEX IF NOT EXISTS input_bins_bucket ON input_bins (bucket)",
     ],
 }
 

@@ -18,7 +18,8 @@ import onnxruntime as ort
 from contract.combine import MetaModel, combine
 from contract.manifest import Manifest, ModelCard, Strategy, Task
 from contract.outputs import Output, from_graph
-from contract.verify import resolve_version, verify_with_cards
+from contract.reference import InputReference
+from contract.verify import load_reference, resolve_version, verify_with_cards
 from service.runtime.sessions import check_inputs, check_outputs, meta_session, open_session
 
 
@@ -47,6 +48,8 @@ class LoadedRepository:
     variants: dict[str, Variant] = field(default_factory=dict)
     timers: dict[str, Any] = field(default_factory=dict)
     """Per-graph latency histograms (set by whoever serves it); empty means untimed."""
+    reference: InputReference | None = None
+    """The training data's input reference (None: built before references were written)."""
 
     @property
     def task(self) -> Task:
@@ -134,5 +137,10 @@ def load(
             family=ens.strategy,
         )
     return LoadedRepository(
-        path=version_dir, manifest=manifest, cards=cards, sessions=sessions, variants=variants
+        path=version_dir,
+        manifest=manifest,
+        cards=cards,
+        sessions=sessions,
+        variants=variants,
+        reference=load_reference(version_dir, manifest),
     )

@@ -28,13 +28,28 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         conn.executescript(VERSION_1)
     db = Database(path)
-    assert stored_version(db) == SCHEMA_VERSION == 2
+    assert stored_version(db) == SCHEMA_VERSION == 3
     assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
     assert db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 1
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()}
-    assert "predictions_model_version" in indexes
+    assert {"predictions_model_version", "input_bins_bucket"} <= indexes
     db.close()
     Database(path).close()  # opening a current ledger again changes nothing
+
+
+def test_a_version_2_ledger_gets_the_input_counts_table(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(VERSION_1)
+        conn.executescript(
+            "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO ledger_meta VALUES ('schema_version', '2');"
+        )
+    db = Database(path)
+    assert stored_version(db) == 3
+    assert db.execute("SELECT COUNT(*) FROM input_bins").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
+    db.close()
 
 
 def test_a_newer_ledger_is_refused(tmp_path: Path) -> None:
@@ -42,7 +57,7 @@ def test_a_newer_ledger_is_refused(tmp_path: Path) -> None:
     Database(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE ledger_meta SET value = '9' WHERE key = 'schema_version'")
-    with pytest.raises(LedgerSchemaError, match=r"schema version 9, newer than this gateway's \(2\)"):
+    with pytest.raises(LedgerSchemaError, match=r"schema version 9, newer than this gateway's \(3\)"):
         Database(path)
 
 

@@ -1,0 +1,1 @@
+"""Input drift: live bin counts of served rows against the training reference."""
