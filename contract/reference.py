@@ -82,11 +82,10 @@ def build_reference(
     refs: list[ColumnReference] = []
     numeric = [c for c in columns if c.kind == "numeric"]
     x = feeds.get(NUMERIC_INPUT)
-    rows = 0
+    rows = len(next(iter(feeds.values())))
     for j, spec in enumerate(numeric):
         assert x is not None
         col = x[:, j].astype(np.float64)
-        rows = len(col)
         present = col[~np.isnan(col)]
         edges = sorted({float(v) for v in np.quantile(present, QUANTILES)}) if len(present) else []
         # the top edge equal to the maximum would leave the last bin empty in training: drop it
@@ -99,7 +98,6 @@ def build_reference(
         if spec.kind != "categorical":
             continue
         values = feeds[spec.tensor][:, 0]
-        rows = len(values)
         freq = Counter(str(v) for v in values if v != MISSING_CATEGORY)
         cats = [v for v, _ in sorted(freq.items(), key=lambda t: (-t[1], t[0]))[:MAX_CATEGORIES]]
         refs.append(

@@ -27,12 +27,11 @@ from contract.reference import Binner, InputReference
 from service import metrics
 from service.drift.report import drift_document, publish
 from service.ledger.database import Database, database_errors, failure_reason
-from service.ledger.inputs import write_bins
+from service.ledger.inputs import BUCKET_S, write_bins
 from service.runtime.repository import LoadedRepository
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-BUCKET_S = 60
 MAX_PENDING = 24 * 60
 
 

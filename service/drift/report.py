@@ -9,11 +9,9 @@ from typing import Any
 from contract.reference import Binner
 from service import metrics
 from service.ledger.database import Database
-from service.ledger.inputs import read_bins
+from service.ledger.inputs import BUCKET_S, read_bins
 from service.runtime.repository import LoadedRepository
 from service.stats.drift import PSI_DRIFTED, PSI_MODERATE, column_drift
-
-BUCKET_S = 60
 
 
 def drift_document(db: Database, repo: LoadedRepository, window_s: float, min_rows: int) -> dict[str, Any]:

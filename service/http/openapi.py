@@ -101,6 +101,20 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _get_with_query(
+    summary: str, name: str, description: str, schema: dict[str, Any], answer: str, errors: dict[str, Any]
+) -> dict[str, Any]:
+    """A GET operation with one optional query parameter and a JSON document as its answer."""
+    parameter = {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [parameter],
+            "responses": {"200": {"description": answer}, **errors},
+        }
+    }
+
+
 def _json(name: str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": _ref(name)}}}
 
@@ -202,36 +216,22 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                     "responses": {"200": {"description": "counts", **_json("FeedbackResponse")}, **errors},
                 }
             },
-            "/compare": {
-                "get": {
-                    "summary": "Offline vs online, intervals and paired tests",
-                    "parameters": [
-                        {
-                            "name": "against",
-                            "in": "query",
-                            "required": False,
-                            "description": "an earlier version of the repository to show beside the live one",
-                            "schema": {"type": "integer", "minimum": 1},
-                        }
-                    ],
-                    "responses": {"200": {"description": "comparison document"}, **errors},
-                }
-            },
-            "/drift": {
-                "get": {
-                    "summary": "Input drift per column: live rows of a window against the training reference",
-                    "parameters": [
-                        {
-                            "name": "window",
-                            "in": "query",
-                            "required": False,
-                            "description": "seconds of live rows to compare (default GATEWAY_DRIFT_WINDOW_S)",
-                            "schema": {"type": "number", "minimum": 60},
-                        }
-                    ],
-                    "responses": {"200": {"description": "drift document"}, **errors},
-                }
-            },
+            "/compare": _get_with_query(
+                "Offline vs online, intervals and paired tests",
+                "against",
+                "an earlier version of the repository to show beside the live one",
+                {"type": "integer", "minimum": 1},
+                "comparison document",
+                errors,
+            ),
+            "/drift": _get_with_query(
+                "Input drift per column: live rows of a window against the training reference",
+                "window",
+                "seconds of live rows to compare (default GATEWAY_DRIFT_WINDOW_S)",
+                {"type": "number", "minimum": 60},
+                "drift document",
+                errors,
+            ),
             "/models": {
                 "get": {
                     "summary": "Members, ensembles, cards, schema and routing",

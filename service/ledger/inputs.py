@@ -12,6 +12,8 @@ import orjson
 
 from service.ledger.database import Database
 
+BUCKET_S = 60
+"""Counts are kept per minute: a /drift window is a whole number of these."""
 UPSERT = (
     "INSERT INTO input_bins (model, version, bucket, worker, n_rows, counts) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (model, version, bucket, worker) DO UPDATE SET n_rows = excluded.n_rows, "
