@@ -392,6 +392,49 @@ def panels() -> list[tuple[int, int, Panel]]:
                 "short",
             ),
         ),
+        (
+            12,
+            8,
+            timeseries(
+                "Input drift (PSI) per column",
+                "Population stability index of each input column's live rows in the /drift window (1 h by "
+                "default) against the training data's reference, the worst replica; dashed: the moderate "
+                "(0.1) and drifted (0.25) lines. GatewayInputDrift fires above 0.25 for 15 minutes with at "
+                "least 200 live rows. GET /drift has the bin shares and tests.",
+                [
+                    target("max by (column) (gateway_input_drift_psi)", "{{column}}"),
+                    target("vector(0.1)", "moderate", ref="B"),
+                    target("vector(0.25)", "drifted", ref="C"),
+                ],
+                "short",
+                overrides=[dashed("B"), dashed("C")],
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Input drift tests (p-value) and live rows",
+                "p-value of each column's two-sample test against the reference (binned KS for numeric "
+                "columns, chi-square for categorical ones; the smallest over replicas), and the live rows "
+                "in the /drift window (right axis).",
+                [
+                    target("min by (column) (gateway_input_drift_p_value)", "{{column}}"),
+                    target("max(gateway_input_drift_rows)", "live rows", ref="B"),
+                ],
+                "short",
+                maximum=None,
+                overrides=[
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "B"},
+                        "properties": [
+                            {"id": "custom.axisPlacement", "value": "right"},
+                            {"id": "custom.drawStyle", "value": "bars"},
+                        ],
+                    }
+                ],
+            ),
+        ),
     ]
 
 

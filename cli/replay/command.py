@@ -230,3 +230,19 @@ def print_end(console: Console, stats: ReplayStats, url: str) -> None:
         render(r.json(), console)
     else:
         console.print(f"/compare answered {r.status_code}: {r.text[:200]}", markup=False)
+    print_drift(console, url)
+
+
+def print_drift(console: Console, url: str) -> None:
+    """The input drift table of the default window (what the replay's --drift spec moved)."""
+    from cli.drift import render
+
+    try:
+        r = httpx.get(f"{url}/drift", timeout=60)
+    except httpx.HTTPError as exc:
+        console.print(f"cannot fetch /drift: {type(exc).__name__}", markup=False)
+        return
+    if r.status_code == 200:
+        render(r.json(), console)
+    else:
+        console.print(f"/drift answered {r.status_code}: {r.text[:200]}", markup=False)

@@ -341,6 +341,11 @@ def drive_traffic(server: Server, records: list[dict[str, Any]]) -> int:
         r = client.post("/feedback", json={"labels": extra})
         assert r.status_code == 200 and r.json()["duplicate"] == 1 and r.json()["unknown_id"] == 1, r.text
         assert client.get("/compare").status_code == 200  # publishes the online calibration gauges
+        # /drift publishes the drift gauges; the live counts reach the ledger every flush interval.
+        deadline = time.monotonic() + 5
+        while (doc := client.get("/drift").json())["rows"] < len(labels) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert doc["rows"] == len(labels), doc
     return len(labels)
 
 
@@ -352,7 +357,11 @@ def live(
         pytest.skip("prometheus not on PATH (scripts/setup.sh installs Debian's prometheus package)")
     folder = tmp_path_factory.mktemp("monitoring")
     # Every request gets its shadow variants, so every model is scored and compared.
-    server = start_server(built_repo.root, folder / "bentoml.log", extra_env={"GATEWAY_SHADOW_FRACTION": "1"})
+    server = start_server(
+        built_repo.root,
+        folder / "bentoml.log",
+        extra_env={"GATEWAY_SHADOW_FRACTION": "1", "GATEWAY_DRIFT_FLUSH_INTERVAL_S": "0.2"},
+    )
     prometheus: Managed | None = None
     try:
         prometheus, url = start_prometheus(folder, server.port)
@@ -366,6 +375,7 @@ def live(
             "sum(gateway_served_rows_total)": rows,
             'sum(gateway_labels_total{outcome="joined"})': rows,
             'sum(gateway_labels_total{outcome="unknown_id"})': 1,
+            "max(gateway_input_drift_rows)": rows,
         }
         wait_for(
             "Prometheus to scrape the traffic's final counts",

@@ -18,7 +18,7 @@ from cli.main import main
 from cli.replay.client import run
 from cli.replay.command import make_plan
 from cli.replay.traffic import fetch_schema
-from tests.helpers import ROOT, BuiltRepo, Server, free_port
+from tests.helpers import ROOT, BuiltRepo, Server, free_port, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,47 @@ def test_replay_cli_bad_input_exits_2(
     assert main(["replay", "--url", f"http://127.0.0.1:{free_port()}", "--data", str(csv)]) == 2
     assert "cannot reach" in capsys.readouterr().err
     assert main(["replay", "--url", server.url, "--data", str(csv), "--rps", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_replay_drift_spec_moves_only_the_columns_it_touches(
+    built_repo: BuiltRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gateway replay --drift shift:age:15` on a fresh server: /drift calls age drifted and leaves the
+    untouched columns stable; the replay's end summary prints the drift table."""
+    srv = start_server(
+        built_repo.root, tmp_path / "bentoml.log", extra_env={"GATEWAY_DRIFT_FLUSH_INTERVAL_S": "0.2"}
+    )
+    try:
+        code = main(
+            [
+                "replay",
+                "--url",
+                srv.url,
+                "--data",
+                str(built_repo.csv),
+                "--rows",
+                "600",
+                "--rps",
+                "500",
+                "--label-delay",
+                "0.1",
+                "--drift",
+                "shift:age:15",
+                "--drift-after",
+                "0",
+            ]
+        )
+        out = capsys.readouterr().out
+        assert code == 0, out
+        doc = httpx.get(f"{srv.url}/drift", timeout=30).json()
+    finally:
+        stop_server(srv)
+    assert doc["rows"] == 600, doc
+    columns = {c["column"]: c for c in doc["columns"]}
+    assert doc["drifted"] == ["age"], columns
+    assert columns["age"]["psi"] >= 0.25 and columns["age"]["p_value"] < 1e-6
+    for name in set(columns) - {"age"}:
+        assert columns[name]["status"] == "stable", columns[name]
+        assert columns[name]["p_value"] > 1e-3, columns[name]
+    assert "Input drift" in out and "drifted (PSI >= 0.25): age" in out, out
