@@ -12,6 +12,7 @@ import onnxruntime as ort
 from sklearn.pipeline import Pipeline
 
 from contract.manifest import (
+    AccuracyEstimator,
     DatasetFingerprint,
     LatencyRecord,
     LearningPoint,
@@ -59,7 +60,13 @@ class Evaluated:
     def sha256(self) -> str | None:
         return hashlib.sha256(self.onnx_bytes).hexdigest() if self.onnx_bytes is not None else None
 
-    def card(self, dataset: DatasetFingerprint, versions: dict[str, str], metric: str) -> ModelCard:
+    def card(
+        self,
+        dataset: DatasetFingerprint,
+        versions: dict[str, str],
+        metric: str,
+        estimator: AccuracyEstimator | None = None,
+    ) -> ModelCard:
         """The model card the repository stores (metrics rounded to 6 digits)."""
         return ModelCard(
             name=self.name,
@@ -83,6 +90,7 @@ class Evaluated:
             members=self.members,
             strategy=self.strategy,
             weights=self.weights,
+            accuracy_estimator=estimator,
         )
 
 

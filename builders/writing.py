@@ -8,6 +8,7 @@ from pathlib import Path
 
 from builders import export
 from builders.context import BuildContext, frame_feeds
+from builders.estimation import fit_estimator
 from builders.evaluated import Evaluated, ReportFacts
 from builders.repository import publish, staging
 from contract.manifest import CARD_FILE, EnsembleSpec, Manifest, MemberSpec, Routing
@@ -66,7 +67,10 @@ def _stage(m: Evaluated, tmp: Path, ctx: BuildContext, metric: str) -> MemberSpe
         graph = folder / ("model.onnx" if m.kind == "member" else "meta.onnx")
         graph.write_bytes(m.onnx_bytes)
         onnx_rel = str(graph.relative_to(tmp))
-    card = m.card(ctx.table.fingerprint, ctx.versions, metric)
+    estimator = (
+        fit_estimator(m.outputs["validation"], ctx.y_val, ctx.n_classes) if ctx.classification else None
+    )
+    card = m.card(ctx.table.fingerprint, ctx.versions, metric, estimator)
     (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
     card_rel = str((folder / CARD_FILE).relative_to(tmp))
     if m.kind == "member":

@@ -115,6 +115,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
                 _f(c.get("offline_log_loss"), 4),
             )
         console.print(cal)
+    _estimates(doc, rows, console)
     tau = doc.get("kendall_tau")
     coverage = doc.get("label_coverage")
     console.print(
@@ -152,6 +153,31 @@ def render(doc: dict[str, Any], console: Console) -> None:
             )
         console.print(v)
         console.print(f"v{side['version']}: {side['summary']}", markup=False)
+
+
+def _estimates(doc: dict[str, Any], rows: list[dict[str, Any]], console: Console) -> None:
+    """Estimated accuracy on the rows without labels, beside what the same estimate said of the rows
+    whose labels arrived and what they turned out to be."""
+    estimated = [m for m in rows if (m.get("estimate") or {}).get("available")]
+    if not estimated:
+        return
+    t = Table(
+        title=f"Accuracy before labels (CBPE, 95% intervals): the {doc['estimates']['unlabelled_rows']} most "
+        "recent rows without a label; on labelled rows, the estimate against the truth"
+    )
+    for col in ("model", "estimated", "95% interval", "labelled: estimated", "labelled: actual", "covered"):
+        t.add_column(col)
+    for m in estimated:
+        u, c = m["estimate"]["unlabelled"], m["estimate"]["labelled_check"]
+        t.add_row(
+            m["model"],
+            _f(u["accuracy"]),
+            _interval(u["low"], u["high"], 3),
+            f"{_f(c['estimated'])} {_interval(c['low'], c['high'], 3)}" if c["rows"] else "–",
+            f"{_f(c['actual'])} (n {c['rows']})" if c["rows"] else "–",
+            ("yes" if c["covered"] else "no") if c["rows"] else "–",
+        )
+    console.print(t)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

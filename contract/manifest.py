@@ -114,6 +114,27 @@ class LearningPoint(_Strict):
     score_std: float
 
 
+class AccuracyEstimator(_Strict):
+    """Confidence-based performance estimation (contract/estimation.py): an isotonic map from the
+    confidence of the served label to the probability that it is right, fitted on the validation
+    split's served outputs at build time, so the service can estimate accuracy before labels arrive."""
+
+    confidence: list[float]
+    """Ascending confidences of the map's steps (linear between them, clipped beyond the ends)."""
+    correct: list[float]
+    """P(served label is right) at each of those confidences (non-decreasing)."""
+    rows: int = Field(gt=0)
+    """Validation rows it was fitted on (the estimate's interval widens with fewer)."""
+    accuracy: float
+    """Validation accuracy of the served labels (the map's mean over those rows)."""
+
+    @model_validator(mode="after")
+    def _steps(self) -> AccuracyEstimator:
+        if not self.confidence or len(self.confidence) != len(self.correct):
+            raise ValueError("confidence and correct must be non-empty lists of the same length")
+        return self
+
+
 class ModelCard(_Strict):
     """Everything a user needs to judge one member, ensemble or meta-model."""
 
@@ -140,6 +161,9 @@ class ModelCard(_Strict):
     members: list[str] = []
     strategy: Strategy | None = None
     weights: list[float] | None = None
+    accuracy_estimator: AccuracyEstimator | None = None
+    """Classification: the map that estimates live accuracy on rows without labels (absent in
+    repositories built before it existed, and for regression)."""
 
 
 class MemberSpec(_Strict):

@@ -29,7 +29,7 @@ from service.drift.live import LiveInputs
 from service.errors import InvalidField, LedgerUnavailable, NotReady, UnknownVariant
 from service.ledger.database import Database, database_errors, failure_reason
 from service.ledger.feedback import FeedbackStore
-from service.ledger.reads import LabelledRows, served_rows
+from service.ledger.reads import LabelledRows, served_rows, unlabelled_answers
 from service.metric_queue import Series
 from service.recording.jobs import Job, Recorder
 from service.recording.protocol import Recording, open_recording
@@ -220,6 +220,11 @@ class Gateway:
                 data = labelled.update(conn)
                 served, labelled_rows = served_rows(conn, m.name, m.version), labelled.rows
                 calibration = labelled.calibration()
+            unlabelled_rows, unlabelled = (
+                unlabelled_answers(conn, m.name, m.version, self.settings.estimate_max_rows)
+                if m.task != "regression" and self.settings.estimate_max_rows
+                else (0, None)
+            )
             if earlier is not None:
                 then = _compare_version(conn, *earlier)
         except errors as exc:
@@ -237,7 +242,15 @@ class Gateway:
             served_rows=served,
             labelled_rows=labelled_rows,
             calibration=calibration,
+            unlabelled=unlabelled,
         )
+        if unlabelled is not None:
+            doc["estimates"] = {
+                "unlabelled_rows": unlabelled_rows,
+                "max_rows": self.settings.estimate_max_rows,
+                "method": "confidence-based performance estimation: each card's isotonic map from the "
+                "served label's confidence to P(right), fitted on the validation split",
+            }
         for row in doc["models"]:
             for name in ("brier", "ece", "log_loss"):
                 value = (row.get("calibration") or {}).get(name)

@@ -1,7 +1,9 @@
 """GET /ui: one self-contained page (no build step, no external assets) that a person opens in a
-browser: offline vs online with intervals and always-valid verdicts, live accuracy since the page
-opened, calibration, label coverage, latency per variant, the routing and the ledger's state. It reads
-the JSON API (/compare, /models, /health) and /metrics every 5 s; the page is ui.html beside this file.
+browser: offline vs online with intervals and always-valid verdicts, live accuracy and calibration since
+the page opened, calibration, accuracy estimates before labels, input drift per column, label coverage,
+latency per variant, the routing and the ledger's state, and with ``?against=N`` an earlier version
+beside the live one. It reads the JSON API (/compare, /drift, /models, /health) and /metrics every
+5 s; the page is ui.html beside this file.
 """
 
 from __future__ import annotations

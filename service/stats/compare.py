@@ -24,6 +24,7 @@ from scipy import stats
 
 from contract.manifest import Manifest, ModelCard
 from service.stats.calibration import online_calibration
+from service.stats.estimates import accuracy_estimate
 from service.stats.sequential import always_valid_p, discordant_e_value, mixture_sprt_e_value
 from service.stats.significance import (
     Interval,
@@ -52,8 +53,10 @@ def compare(
     served_rows: int,
     labelled_rows: int,
     calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]] | None = None,
+    unlabelled: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] | None = None,
 ) -> dict[str, Any]:
-    """The /compare document for one repository version."""
+    """The /compare document for one repository version. ``unlabelled``: the recent answers without
+    a label yet (class indices, scores) per variant, for the accuracy estimates (classification)."""
     regression = manifest.task == "regression"
     metric = "rmse" if regression else "accuracy"
     sign = -1.0 if regression else 1.0
@@ -63,6 +66,14 @@ def compare(
             score, hit = calibration[m["model"]]
             offline = cards[m["model"]].metrics.get("test", {})
             m["calibration"] = online_calibration(score, hit, len(manifest.classes) == 2, offline)
+        if unlabelled is not None and not regression:
+            name = m["model"]
+            labelled = None
+            if calibration is not None and name in calibration and name in data:
+                labelled = (*calibration[name], data[name][1])
+            m["estimate"] = accuracy_estimate(
+                cards[name].accuracy_estimator, len(manifest.classes) == 2, unlabelled.get(name), labelled
+            )
     scored = [m for m in models if m["online"] is not None and m["offline"] is not None]
     for key in ("offline", "online"):
         # Ties share the best rank (1, 1, 3): equal scores are not an ordering.

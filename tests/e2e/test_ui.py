@@ -15,7 +15,18 @@ import pytest
 from tests.helpers import BuiltRepo, Server
 
 pytestmark = pytest.mark.slow
-PANELS = ("compare", "tests", "history", "calibration", "coverage", "latency", "routing")
+PANELS = (
+    "compare",
+    "tests",
+    "history",
+    "calibration",
+    "estimates",
+    "drift",
+    "coverage",
+    "latency",
+    "routing",
+    "against",
+)
 
 
 def _chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -45,17 +56,26 @@ def test_the_live_page_fills_every_panel_in_a_real_browser(
             {"request_id": "ui-1", "row": i, "label": y} for i, y in enumerate(frame["target"].tolist())
         ]
         assert c.post("/feedback", json={"labels": labels}).json()["joined"] == 80
+        # rows without labels, for the accuracy estimates
+        assert c.post("/predict", json={"records": records[:40], "request_id": "ui-2"}).status_code == 200
         page = c.get("/ui")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert not re.search(r"(src|href)=\"https?://", page.text), "no external assets"
     shot = tmp_path / "ui.png"
     _chromium(
-        "--window-size=1400,1600", "--virtual-time-budget=6000", f"--screenshot={shot}", f"{server.url}/ui"
+        "--window-size=1400,1600",
+        "--virtual-time-budget=6000",
+        f"--screenshot={shot}",
+        f"{server.url}/ui?against=1",
     )
     assert shot.stat().st_size > 20_000, "a screenshot of a page with content"
     dom = _chromium(
-        "--virtual-time-budget=6000", "--enable-logging=stderr", "--v=0", "--dump-dom", f"{server.url}/ui"
+        "--virtual-time-budget=6000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        f"{server.url}/ui?against=1",
     )
     html = dom.stdout
     assert 'data-refreshed="' in html, dom.stderr[-2000:]
@@ -65,4 +85,7 @@ def test_the_live_page_fills_every_panel_in_a_real_browser(
     assert errors is not None and errors.group(1).strip() == "", errors.group(1) if errors else html[:500]
     assert "Uncaught" not in dom.stderr and "Refused to" not in dom.stderr, dom.stderr[-2000:]
     assert "churn v1" in html and "80" in html
+    assert "most recent rows without a label" in html  # the estimates table, not its empty message
+    assert "live rows in the last 60 min" in html  # the drift table
+    assert "against: expected another version" in html  # ?against=1 on a one-version repository
     print(f"screenshot: {shot}")

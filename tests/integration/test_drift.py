@@ -128,6 +128,41 @@ def test_counts_of_two_workers_merge_and_a_failed_write_is_retried(
         gw.close()
 
 
+def test_queued_requests_are_binned_in_batches_and_a_full_queue_counts_what_it_drops(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request path only queues; a flush bins the queue in chunks (the same counts as binning each
+    request alone); beyond MAX_UNBINNED queued requests the oldest are dropped and counted."""
+    from service import metrics
+    from service.drift import live
+
+    monkeypatch.setattr(live, "MAX_UNBINNED", 6)
+    monkeypatch.setattr(live, "BIN_CHUNK_ROWS", 7)  # several chunks per flush
+    gw = Gateway(settings)
+    gw.load()
+    try:
+        assert gw.repo.reference is not None
+        binner = Binner(gw.repo.reference.columns)
+        records = _records(80, seed=5)
+        before = metrics.INPUT_ROWS_UNCOUNTED._value.get()
+        expected = np.zeros(binner.size, dtype=np.int64)
+        for i in range(0, 80, 10):  # 8 requests of 10 rows: the first 2 are dropped
+            request = parse_predict({"records": records[i : i + 10]}, gw.repo.manifest, 64, None)
+            gw.inputs.observe(request.feeds, request.rows)
+            if i >= 20:
+                expected += binner.count(request.feeds, ["city", "plan"])
+        assert metrics.INPUT_ROWS_UNCOUNTED._value.get() - before == 20
+        assert gw.inputs.flush()
+        doc = gw.drift()
+        assert doc["rows"] == 60
+        got = np.concatenate(
+            [[round(b["live"] * c["rows"]) for b in c["bins"]] for c in doc["columns"]]
+        ).astype(np.int64)
+        assert (got == expected).all()
+    finally:
+        gw.close()
+
+
 def test_a_version_without_reference_says_so(built_repo: Any, settings: Settings, tmp_path: Any) -> None:
     """A version built before references were written is served as before; /drift says why it is empty."""
     old = tmp_path / "churn" / "1"

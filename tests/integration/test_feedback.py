@@ -207,9 +207,13 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
             served_rows=reads.served_rows(conn, m.name, m.version),
             labelled_rows=rows.rows,
             calibration=rows.calibration(),
+            unlabelled=reads.unlabelled_answers(conn, m.name, m.version, gateway.settings.estimate_max_rows)[
+                1
+            ],
         )
     finally:
         conn.close()
+    assert again.pop("estimates")["unlabelled_rows"] == len(records) - 150
     assert again == json.loads(json.dumps(fresh))
     assert again["labelled_rows"] == 150 and all(m["n"] == 150 for m in again["models"])
 
