@@ -104,6 +104,13 @@ class BodyTimeout(GatewayError):
     status = 408
 
 
+class Conflict(GatewayError):
+    """The request contradicts the current state (e.g. a rollback with nothing to roll back)."""
+
+    reason = "conflict"
+    status = 409
+
+
 class NotReady(GatewayError):
     """The repository is not loaded."""
 

@@ -46,6 +46,7 @@ REJECT_REASONS = (
     "not_found",
     "unauthorized",
     "admin_disabled",
+    "conflict",
     "unsupported_media_type",
     "not_ready",
     "ledger_unavailable",

@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     """The default window of /drift: live rows of the last this many seconds (minute buckets)."""
     drift_min_rows: Annotated[int, Field(ge=1)] = 200
     """Live rows a column needs in the window before it gets a drift status (PSI is biased up on few)."""
+    promote: bool = False
+    """Promote a challenger the always-valid test calls better than the champion, on /compare
+    (service/core/promotion.py); off by default: a champion changes only when you say so."""
+    promote_min_labels: Annotated[int, Field(ge=1)] = 1000
+    """Paired labelled rows (challenger and champion on the same rows) a promotion needs at least."""
+    promote_max_latency_ratio: Annotated[float, Field(gt=0)] = 1.5
+    """A promoted challenger's single-row latency (from its card) is at most this times the champion's."""
+    decision_sync_s: Annotated[float, Field(gt=0)] = 5.0
+    """How often each worker applies routing decisions that other workers or replicas wrote."""
     estimate_max_rows: Annotated[int, Field(ge=0, le=1_000_000)] = 20_000
     """/compare estimates each classifier's accuracy on at most this many of the most recent rows that
     have no label yet (0: no estimates); reading them costs /compare about 80 ms per 20k rows of 9 variants

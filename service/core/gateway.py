@@ -21,6 +21,7 @@ from contract.manifest import Manifest, ModelCard, Routing
 from contract.outputs import Output
 from service import metric_queue, metrics
 from service.core.answers import describe_repository, rows_json
+from service.core.promotion import Promoter
 from service.core.publish import publish_models, publish_routing
 from service.core.requests import PredictRequest, parse_predict
 from service.core.routing import Router
@@ -75,6 +76,8 @@ class Gateway:
         self._reopened_seen = 0
         self.inputs = LiveInputs(settings)
         """Every answered row's inputs, counted against the reference for /drift."""
+        self.promoter = Promoter(settings, lambda: (self.repo, self.router), self.set_routing)
+        """Routing decisions: promotion on /compare, rollback, and following other workers'."""
 
     # --- loading -------------------------------------------------------------------------------
     def load(self, path: Path | None = None) -> LoadedRepository:
@@ -93,6 +96,11 @@ class Gateway:
         self.inputs.attach(repo)
         publish_models(repo, old)
         publish_routing(router, repo)
+        try:  # a champion promoted earlier for this version stays promoted after a restart
+            self.promoter.sync()
+        except database_errors() as exc:
+            log.warning("routing decisions not read at load (%s: %s)", failure_reason(exc), exc)
+        self.promoter.start()
         return repo
 
     @property
@@ -258,6 +266,7 @@ class Gateway:
                     metrics.ONLINE_CALIBRATION.labels(row["model"], name).set(value)
         if earlier is not None:
             doc["against"] = side_by_side(doc, then)
+        doc["promotion"] = self.promoter.consider(doc, repo.cards)
         return doc
 
     def drift(self, window: Any = None) -> dict[str, Any]:
@@ -304,6 +313,7 @@ class Gateway:
 
     def close(self) -> None:
         """Finish shadow work, then flush the ledger (graceful stop: nothing acknowledged is lost)."""
+        self.promoter.close()
         self.recording.close()
         self.inputs.close()
         if self._feedback is not None:

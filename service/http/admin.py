@@ -19,7 +19,7 @@ from service.runtime.locations import TARGET_FORMS, models_root, reload_target
 
 
 def admin_routes(gateway: Gateway) -> list[Route]:
-    """POST /admin/reload, GET/PUT /admin/routing."""
+    """POST /admin/reload, GET/PUT /admin/routing, POST /admin/rollback, GET /admin/decisions."""
     settings = gateway.settings
 
     def check_admin(request: Request) -> None:
@@ -68,7 +68,18 @@ def admin_routes(gateway: Gateway) -> list[Route]:
         router = gateway.set_routing(routing)
         return json_response(router.as_routing().model_dump(mode="json"))
 
+    async def admin_rollback(request: Request) -> Response:
+        check_admin(request)
+        return json_response(await anyio.to_thread.run_sync(gateway.promoter.rollback))
+
+    async def admin_decisions(request: Request) -> Response:
+        check_admin(request)
+        found = await anyio.to_thread.run_sync(gateway.promoter.decisions)
+        return json_response({"decisions": found})
+
     return [
         Route("/admin/reload", guarded("admin", admin_reload), methods=["POST"]),
         Route("/admin/routing", guarded("admin", admin_routing), methods=["GET", "PUT"]),
+        Route("/admin/rollback", guarded("admin", admin_rollback), methods=["POST"]),
+        Route("/admin/decisions", guarded("admin", admin_decisions), methods=["GET"]),
     ]

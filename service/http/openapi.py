@@ -276,6 +276,32 @@ def document(manifest: Manifest | None = None, max_rows: int | None = None) -> d
                     },
                 },
             },
+            "/admin/rollback": {
+                "post": {
+                    "summary": "Undo the newest promotion of the served version (recorded with its evidence)",
+                    "security": [{"admin": []}],
+                    "responses": {
+                        "200": {"description": "the rollback decision", "content": {"application/json": {}}},
+                        "409": {"description": "nothing to roll back", **_json("Error")},
+                        "503": {"description": "the ledger cannot be written now", **_json("Error")},
+                        **admin_errors,
+                    },
+                }
+            },
+            "/admin/decisions": {
+                "get": {
+                    "summary": "Every routing decision (promotions, rollbacks) of the served version",
+                    "security": [{"admin": []}],
+                    "responses": {
+                        "200": {
+                            "description": "decisions, oldest first",
+                            "content": {"application/json": {}},
+                        },
+                        "503": {"description": "the ledger cannot be read now", **_json("Error")},
+                        **admin_errors,
+                    },
+                }
+            },
             **openapi_oip.paths(manifest),
         },
         "components": {

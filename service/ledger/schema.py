@@ -17,7 +17,7 @@ import orjson
 if TYPE_CHECKING:
     from service.ledger.database import Database
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ROLE_CODES = {"served": "s", "shadow": "h", "member": "m"}
 ROLES_BY_CODE = {v: k for k, v in ROLE_CODES.items()}
 # Any constant: replicas creating or upgrading the schema at once take turns on it.
@@ -66,6 +66,20 @@ UPGRADES = {
     PRIMARY KEY (model, version, bucket, worker)
 )""",
         "CREATE INDEX IF NOT EXISTS input_bins_bucket ON input_bins (bucket)",
+    ],
+    # promotions and rollbacks of the champion, with their evidence (service/ledger/decisions.py)
+    3: [
+        """CREATE TABLE IF NOT EXISTS routing_decisions (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    decided_at DOUBLE PRECISION NOT NULL,
+    action TEXT NOT NULL,
+    champion_before TEXT NOT NULL,
+    champion_after TEXT NOT NULL,
+    evidence TEXT NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS routing_decisions_version ON routing_decisions (model, version, decided_at)",
     ],
 }
 

@@ -214,6 +214,7 @@ def test_compare_reads_only_new_labels_and_matches_a_fresh_read(
     finally:
         conn.close()
     assert again.pop("estimates")["unlabelled_rows"] == len(records) - 150
+    assert again.pop("promotion")["enabled"] is False
     assert again == json.loads(json.dumps(fresh))
     assert again["labelled_rows"] == 150 and all(m["n"] == 150 for m in again["models"])
 

@@ -242,3 +242,24 @@ def test_the_ledger_throughput_benchmark_runs_bounded(capsys: pytest.CaptureFixt
     assert main(["--rows", "2000", "--rounds", "1", "--variants", "5"]) == 0
     table = capsys.readouterr().out
     assert "| postgresql |" in table and "| sqlite |" in table
+
+
+def test_two_replicas_deciding_at_once_record_one_decision(pg_url: str) -> None:
+    """Routing decisions on a shared ledger: the second replica to decide from the same state is
+    refused (it follows the first one's decision instead), and history keeps the order."""
+    from service.ledger.decisions import Decision, history, record
+
+    a, b = Database(pg_url), Database(pg_url)
+    try:
+        first = Decision("promote", "pg-decide", 1, "vote", "tree", {"n": 1})
+        second = Decision("promote", "pg-decide", 1, "vote", "logreg", {"n": 1})
+        assert record(a, first, None) and not record(b, second, None)
+        undo = Decision("rollback", "pg-decide", 1, "tree", "vote", {"rolls_back": first.id})
+        assert record(b, undo, first.id)
+        assert [(d.action, d.champion_after) for d in history(a, "pg-decide", 1)] == [
+            ("promote", "tree"),
+            ("rollback", "vote"),
+        ]
+    finally:
+        a.close()
+        b.close()

@@ -28,7 +28,7 @@ def test_a_version_1_ledger_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         conn.executescript(VERSION_1)
     db = Database(path)
-    assert stored_version(db) == SCHEMA_VERSION == 3
+    assert stored_version(db) == SCHEMA_VERSION == 4
     assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
     assert db.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 1
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()}
@@ -46,7 +46,7 @@ def test_a_version_2_ledger_gets_the_input_counts_table(tmp_path: Path) -> None:
             "INSERT INTO ledger_meta VALUES ('schema_version', '2');"
         )
     db = Database(path)
-    assert stored_version(db) == 3
+    assert stored_version(db) == 4
     assert db.execute("SELECT COUNT(*) FROM input_bins").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
     db.close()
@@ -57,7 +57,7 @@ def test_a_newer_ledger_is_refused(tmp_path: Path) -> None:
     Database(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE ledger_meta SET value = '9' WHERE key = 'schema_version'")
-    with pytest.raises(LedgerSchemaError, match=r"schema version 9, newer than this gateway's \(3\)"):
+    with pytest.raises(LedgerSchemaError, match=r"schema version 9, newer than this gateway's \(4\)"):
         Database(path)
 
 
