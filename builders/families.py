@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scipy.stats import loguniform, randint
+from lightgbm import LGBMClassifier, LGBMRegressor
+from scipy.stats import loguniform, randint, uniform
 from sklearn.base import BaseEstimator
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
@@ -24,6 +25,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from xgboost import XGBClassifier, XGBRegressor
 
 from builders.errors import BuildError
 
@@ -58,6 +60,27 @@ _HGB_SPACE = {
     "max_leaf_nodes": [7, 15, 31],
     "max_iter": [50, 100, 200],
     "l2_regularization": loguniform(1e-4, 1.0),
+}
+# The boosting libraries: more rounds with a smaller learning rate than hist_gb's space, leaves and
+# depth wide enough for tables of a few thousand rows, row and column subsampling.
+_LGBM_SPACE = {
+    "n_estimators": [100, 200, 400],
+    "learning_rate": loguniform(0.02, 0.2),
+    "num_leaves": [7, 15, 31, 63],
+    "min_child_samples": randint(5, 40),
+    "reg_lambda": loguniform(1e-3, 10.0),
+    "colsample_bytree": uniform(0.5, 0.5),
+    "subsample": uniform(0.6, 0.4),
+    "subsample_freq": [1],
+}
+_XGB_SPACE = {
+    "n_estimators": [100, 200, 400],
+    "learning_rate": loguniform(0.02, 0.2),
+    "max_depth": [2, 3, 4, 6, 8],
+    "min_child_weight": loguniform(0.5, 10.0),
+    "reg_lambda": loguniform(1e-2, 10.0),
+    "colsample_bytree": uniform(0.5, 0.5),
+    "subsample": uniform(0.6, 0.4),
 }
 _MLP_SPACE = {
     "hidden_layer_sizes": [(16,), (32,), (64,), (32, 16)],
@@ -128,6 +151,20 @@ CLASSIFIERS: tuple[Family, ...] = (
         "boosting: trees fit sequentially to the previous mistakes; strong on tabular data",
     ),
     Family(
+        "lightgbm",
+        lambda s: LGBMClassifier(random_state=s, n_jobs=1, verbose=-1),
+        _LGBM_SPACE,
+        False,
+        "LightGBM: leaf-wise boosted trees on histogram bins; strong on tabular data, can overfit few rows",
+    ),
+    Family(
+        "xgboost",
+        lambda s: XGBClassifier(random_state=s, n_jobs=1, tree_method="hist"),
+        _XGB_SPACE,
+        False,
+        "XGBoost: depth-wise boosted trees with second-order gradients and L2 on leaf weights",
+    ),
+    Family(
         "mlp",
         lambda s: MLPClassifier(max_iter=400, random_state=s),
         _MLP_SPACE,
@@ -180,6 +217,20 @@ REGRESSORS: tuple[Family, ...] = (
         _HGB_SPACE,
         False,
         "boosting: trees fit sequentially to the previous residuals",
+    ),
+    Family(
+        "lightgbm",
+        lambda s: LGBMRegressor(random_state=s, n_jobs=1, verbose=-1),
+        _LGBM_SPACE,
+        False,
+        "LightGBM: leaf-wise boosted trees on histogram bins, fit to the previous residuals",
+    ),
+    Family(
+        "xgboost",
+        lambda s: XGBRegressor(random_state=s, n_jobs=1, tree_method="hist"),
+        _XGB_SPACE,
+        False,
+        "XGBoost: depth-wise boosted trees with second-order gradients and L2 on leaf weights",
     ),
     Family(
         "mlp",

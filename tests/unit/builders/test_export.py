@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from skl2onnx.common.data_types import FloatTensorType
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.pipeline import Pipeline
 
@@ -237,3 +238,39 @@ def test_regressor_parity_scales_its_tolerance_with_the_target() -> None:
     assert not record.passed
     assert record.tolerance == pytest.approx(0.005)
     assert record.reason.startswith("max |dy| 0.006 > tolerance 0.005")
+
+
+def test_lightgbm_thresholds_become_float32_exact_without_changing_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LightGBM splits halfway between two training values in double precision; rounded to float32 by
+    the ONNX tree ensemble, such a threshold can equal a data value and flip its branch. Two adjacent
+    float32 values whose midpoint rounds up to the upper one: without the rewrite the graph answers
+    the upper value's rows wrongly; with it, every row as LightGBM does."""
+    import builders.export as export
+    from builders.families import CLASSIFIERS
+
+    rng = np.random.default_rng(0)
+    low = np.nextafter(np.float32(1.0), np.float32(2.0))
+    high = np.nextafter(low, np.float32(2.0))
+    assert np.float32((float(low) + float(high)) / 2) == high
+    upper = rng.integers(0, 2, 400)
+    x = np.column_stack([np.where(upper == 1, high, low), rng.normal(size=400)]).astype(np.float32)
+    family = next(f for f in CLASSIFIERS if f.name == "lightgbm")
+    inputs = [(NUMERIC_INPUT, FloatTensorType([None, 2]))]
+
+    def graph_error(rewrite: bool) -> float:
+        model = family.make(0).set_params(n_estimators=20, min_child_samples=5).fit(x, upper)
+        before = model.predict_proba(x)
+        if not rewrite:
+            monkeypatch.setattr(export, "float32_thresholds", lambda m: None)
+        onx = export.to_onnx(model, inputs, True, "lightgbm")
+        monkeypatch.undo()
+        assert np.array_equal(model.predict_proba(x), before)  # the rewrite changes no answer
+        _, proba = ort.InferenceSession(onx.SerializeToString(), providers=PROVIDERS).run(
+            None, {NUMERIC_INPUT: x}
+        )
+        return float(np.abs(proba - before).max())
+
+    assert graph_error(rewrite=False) > 0.1
+    assert graph_error(rewrite=True) < PROBA_TOLERANCE
