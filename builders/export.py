@@ -26,6 +26,7 @@ from skl2onnx.common.shape_calculator import (
 )
 from sklearn.base import BaseEstimator
 from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from xgboost import XGBClassifier, XGBRegressor
 
@@ -239,14 +240,71 @@ def _check_outputs(onx: onnx.ModelProto, classifier: bool, name: str) -> onnx.Mo
     return onx
 
 
+def neighbour_tie_answers(
+    model: BaseEstimator, x: Any, onnx_answer: npt.NDArray[Any], classifier: bool
+) -> npt.NDArray[np.bool_]:
+    """kNN pipelines: rows whose ONNX answer is one that a different choice among equally distant
+    training rows gives (the k-th and later neighbours at the same distance: discrete columns make
+    them common, and scikit-learn and onnxruntime break such ties differently). Other models: none.
+
+    Classification: the ONNX class counts (probabilities x k) minus the strictly closer neighbours'
+    counts must be a draw of the missing neighbours from the tied rows' classes. Regression: the ONNX
+    sum of neighbour targets must lie between the smallest and largest such draw."""
+    steps = [s for _, s in getattr(model, "steps", [])] or [model]
+    knn = steps[-1]
+    n = len(onnx_answer)
+    if not isinstance(knn, KNeighborsClassifier | KNeighborsRegressor) or knn.weights != "uniform":
+        return np.zeros(n, dtype=np.bool_)
+    xt = model[:-1].transform(x) if len(steps) > 1 else x
+    k = int(knn.n_neighbors)
+    y = np.asarray(knn._y)
+    out = np.zeros(n, dtype=np.bool_)
+    for start in range(0, n, 256):  # distances to every training row, 256 test rows at a time
+        stop = min(start + 256, n)
+        dist = pairwise_distances(
+            xt[start:stop], knn._fit_X, metric=knn.effective_metric_, **knn.effective_metric_params_
+        )
+        for i, d in zip(range(start, stop), dist, strict=True):
+            kth = np.partition(d, k - 1)[k - 1]
+            near, at = d < kth * (1 - 1e-5) - 1e-6, np.abs(d - kth) <= kth * 1e-5 + 1e-6
+            out[i] = _valid_tie(y[near], y[at], k, onnx_answer[i], classifier)
+    return out
+
+
+def _valid_tie(
+    strict: npt.NDArray[Any], tied: npt.NDArray[Any], k: int, answer: npt.NDArray[Any], classifier: bool
+) -> bool:
+    """Whether ``answer`` is what the strictly closer neighbours plus some of the tied ones give."""
+    need = k - len(strict)
+    if len(tied) <= need or need <= 0:
+        return False  # no choice among tied rows: a difference is not a tie
+    if classifier:
+        counts = np.rint(np.asarray(answer, dtype=np.float64) * k).astype(np.int64)
+        have = np.bincount(strict, minlength=len(counts))[: len(counts)]
+        pool = np.bincount(tied, minlength=len(counts))[: len(counts)]
+        draw = counts - have
+        return bool((draw >= 0).all() and (draw <= pool).all() and draw.sum() == need)
+    values = np.sort(tied.astype(np.float64))
+    total = float(np.ravel(answer)[0]) * k - float(strict.sum())
+    slack = 1e-4 * max(float(np.abs(values).max()), 1.0) * k
+    return bool(values[:need].sum() - slack <= total <= values[-need:].sum() + slack)
+
+
 def check_classifier_parity(
     sk_proba: npt.NDArray[Any],
     sk_label: npt.NDArray[Any],
     ort_proba: npt.NDArray[Any],
     ort_label: npt.NDArray[Any],
     tolerance: float,
+    neighbour_ties: npt.NDArray[np.bool_] | None = None,
 ) -> ParityRecord:
-    """Labels must agree except where scikit-learn's top two probabilities tie within ``tolerance``."""
+    """Labels must agree except where scikit-learn's top two probabilities tie within ``tolerance``;
+    rows in ``neighbour_ties`` (see neighbour_tie_answers) are counted, not judged."""
+    judged = np.ones(len(sk_label), dtype=np.bool_) if neighbour_ties is None else ~neighbour_ties
+    rows_diff = np.max(np.abs(sk_proba - ort_proba), axis=1) if sk_proba.size else np.zeros(0)
+    explained = int(np.sum(~judged & (rows_diff > tolerance)))
+    sk_proba, sk_label = sk_proba[judged], np.asarray(sk_label)[judged]
+    ort_proba, ort_label = ort_proba[judged], np.asarray(ort_label)[judged]
     diff = float(np.max(np.abs(sk_proba - ort_proba))) if sk_proba.size else 0.0
     mismatch = np.asarray(sk_label) != np.asarray(ort_label)
     top2 = np.sort(sk_proba, axis=1)[:, -2:]
@@ -262,27 +320,35 @@ def check_classifier_parity(
         )
     )
     return ParityRecord(
-        rows=len(sk_label),
+        rows=len(judged),
         passed=passed,
         tolerance=tolerance,
         label_mismatches=bad,
         tie_mismatches=ties,
         max_abs_diff=diff,
+        neighbour_ties=explained,
         reason=reason,
     )
 
 
 def check_regressor_parity(
-    sk_pred: npt.NDArray[Any], ort_pred: npt.NDArray[Any], scale: float
+    sk_pred: npt.NDArray[Any],
+    ort_pred: npt.NDArray[Any],
+    scale: float,
+    neighbour_ties: npt.NDArray[np.bool_] | None = None,
 ) -> ParityRecord:
-    """Predictions must agree within REGRESSION_RTOL of the target's scale (its standard deviation)."""
+    """Predictions must agree within REGRESSION_RTOL of the target's scale (its standard deviation);
+    rows in ``neighbour_ties`` are counted, not judged."""
     tolerance = REGRESSION_RTOL * max(scale, 1e-12)
-    diff = float(np.max(np.abs(np.ravel(sk_pred) - np.ravel(ort_pred)))) if len(sk_pred) else 0.0
+    gaps = np.abs(np.ravel(sk_pred) - np.ravel(ort_pred))
+    judged = np.ones(len(gaps), dtype=np.bool_) if neighbour_ties is None else ~neighbour_ties
+    diff = float(np.max(gaps[judged])) if judged.any() else 0.0
     passed = diff <= tolerance
     return ParityRecord(
-        rows=len(sk_pred),
+        rows=len(gaps),
         passed=passed,
         tolerance=tolerance,
         max_abs_diff=diff,
+        neighbour_ties=int(np.sum(~judged & (gaps > tolerance))),
         reason="" if passed else f"max |dy| {diff:.3g} > tolerance {tolerance:.3g}",
     )

@@ -78,11 +78,18 @@ def _parity(session: ort.InferenceSession, fitted: Pipeline, fam: Family, ctx: B
         if ctx.classification:
             label, proba = session.run(["label", "probabilities"], feeds)
             tol = export.FAMILY_TOLERANCE.get(fam.name, export.PROBA_TOLERANCE)
+            ties = export.neighbour_tie_answers(fitted, ctx.x_test, np.asarray(proba), True)
             return export.check_classifier_parity(
-                fitted.predict_proba(ctx.x_test), fitted.predict(ctx.x_test), np.asarray(proba), label, tol
+                fitted.predict_proba(ctx.x_test),
+                fitted.predict(ctx.x_test),
+                np.asarray(proba),
+                label,
+                tol,
+                ties,
             )
         (pred,) = session.run(["variable"], feeds)
-        return export.check_regressor_parity(fitted.predict(ctx.x_test), pred, ctx.target_scale)
+        ties = export.neighbour_tie_answers(fitted, ctx.x_test, np.asarray(pred), False)
+        return export.check_regressor_parity(fitted.predict(ctx.x_test), pred, ctx.target_scale, ties)
 
 
 def member_latency(

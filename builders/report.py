@@ -126,10 +126,11 @@ def _parity(members: list[Evaluated], excluded: list[Evaluated]) -> str:
         assert p is not None
         rows.append(
             [m.name, "pass" if p.passed else "FAIL", str(p.rows), f"{p.max_abs_diff:.2e}", f"{p.tolerance:.0e}",
-             str(p.tie_mismatches)]
+             str(p.tie_mismatches), str(p.neighbour_ties)]
         )  # fmt: skip
-    rows += [[m.name, "EXCLUDED", "–", "–", "–", m.excluded] for m in excluded]
-    return _table(["model", "parity", "rows", "max |Δ|", "tolerance", "tie flips / reason"], rows)
+    rows += [[m.name, "EXCLUDED", "–", "–", "–", m.excluded, "–"] for m in excluded]
+    header = ["model", "parity", "rows", "max |Δ|", "tolerance", "tie flips / reason", "kNN distance ties"]
+    return _table(header, rows)
 
 
 def _diversity(facts: ReportFacts) -> str | None:

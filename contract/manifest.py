@@ -94,6 +94,10 @@ class ParityRecord(_Strict):
     tie_mismatches: int = 0
     """Mismatched labels on rows whose top two probabilities are within ``tolerance`` (allowed)."""
     max_abs_diff: float = 0.0
+    """Largest |P_onnx - P_sklearn| (or |dy|) over the rows judged (neighbour-tie rows excepted)."""
+    neighbour_ties: int = 0
+    """kNN: rows whose answers differ only in which of several equally distant training rows count as
+    the k nearest; allowed when the ONNX answer is one that a tie-break could give."""
     reason: str = ""
 
 

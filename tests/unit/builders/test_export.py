@@ -274,3 +274,43 @@ def test_lightgbm_thresholds_become_float32_exact_without_changing_an_answer(
 
     assert graph_error(rewrite=False) > 0.1
     assert graph_error(rewrite=True) < PROBA_TOLERANCE
+
+
+def _discrete_knn_case(classifier: bool) -> tuple[Any, npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    """kNN on integer-valued columns: most test rows have several training rows at the k-th distance."""
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, size=(600, 3)).astype(np.float32)
+    y = (x.sum(axis=1) + rng.integers(0, 3, 600) > 5).astype(int)
+    xt = rng.integers(0, 4, size=(200, 3)).astype(np.float32)
+    model = (KNeighborsClassifier if classifier else KNeighborsRegressor)(n_neighbors=5)
+    model.fit(x, y if classifier else y * 3.0 + x[:, 0])
+    onx = to_onnx(model, [(NUMERIC_INPUT, FloatTensorType([None, 3]))], classifier, "knn")
+    outs = ort.InferenceSession(onx.SerializeToString(), providers=PROVIDERS).run(None, {NUMERIC_INPUT: xt})
+    return model, xt, outs[0], outs[-1]
+
+
+def test_knn_ties_pass_parity_by_rule_and_a_wrong_answer_still_fails() -> None:
+    from builders.export import neighbour_tie_answers
+
+    model, xt, label, proba = _discrete_knn_case(True)
+    sk = model.predict_proba(xt)
+    assert not check_classifier_parity(sk, model.predict(xt), proba, label, PROBA_TOLERANCE).passed
+    ties = neighbour_tie_answers(model, xt, proba, True)
+    record = check_classifier_parity(sk, model.predict(xt), proba, label, PROBA_TOLERANCE, ties)
+    assert record.passed and record.neighbour_ties > 0
+    wrong = proba.copy()
+    row = int(np.argmax(np.abs(sk[:, 1] - 0.5)))  # a confident row: its opposite is no tie-break
+    wrong[row] = 1.0 - np.rint(sk[row])
+    assert not neighbour_tie_answers(model, xt, wrong, True)[row]
+
+
+def test_knn_regressor_ties_pass_parity_by_rule() -> None:
+    from builders.export import neighbour_tie_answers
+
+    model, xt, _, value = _discrete_knn_case(False)
+    pred = model.predict(xt)
+    assert not check_regressor_parity(pred, value, 1.0).passed
+    record = check_regressor_parity(pred, value, 1.0, neighbour_tie_answers(model, xt, value, False))
+    assert record.passed and record.neighbour_ties > 0
