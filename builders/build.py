@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from builders import data as data_mod
 from builders import ensembles as ens
@@ -85,7 +88,7 @@ def _run(
     ensembles = _ensembles(members, ctx, facts, progress)
     everything = members + ensembles
     metric = scoring.primary_metric(table.task)
-    routing = _routing(everything, metric, len(ctx.y_val))
+    routing = _routing(everything, metric, len(ctx.y_val), ctx.y_val)
     progress(f"champion: {routing.champion} ({routing.rule})")
     facts.champion = routing.champion
     path = write_version(ctx, everything, [m for m in models if m.excluded], routing, facts, metric)
@@ -128,7 +131,16 @@ def _ensembles(
     return ensembles
 
 
-def _routing(everything: list[Evaluated], metric: str, n_validation: int) -> Routing:
+def _validation_rows(m: Evaluated, y: Any) -> dict[str, Any]:
+    """Per-row correctness and log loss on the validation split (classification), for the paired
+    champion rule."""
+    out = m.outputs.get("validation")
+    if out is None or out.proba is None or out.labels is None:
+        return {}
+    return {"correct": out.labels == np.asarray(y), "log_loss": scoring.row_log_loss(out.proba, y)}
+
+
+def _routing(everything: list[Evaluated], metric: str, n_validation: int, y_validation: Any) -> Routing:
     """The champion by the rule in builders/scoring.py; everything else runs as shadow."""
     own = {m.name: len(m.onnx_bytes) if m.onnx_bytes is not None else 0 for m in everything}
     # an ensemble runs its members: its size is theirs plus its own graph (the stacking meta-model)
@@ -140,6 +152,8 @@ def _routing(everything: list[Evaluated], metric: str, n_validation: int) -> Rou
             latency_us=m.latency.onnx_single_row_us if m.latency is not None else float("inf"),
             eligible=m.role != "baseline" and m.parity is not None and m.parity.passed,
             size_bytes=size[m.name],
+            vote_shares=m.strategy == "hard_vote",
+            **_validation_rows(m, y_validation),
         )
         for m in everything
     ]

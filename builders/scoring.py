@@ -160,15 +160,71 @@ class Candidate:
     eligible: bool
     size_bytes: int = 0
     """The ONNX file's size: among equally fast, equally good models the smaller (simpler) one wins."""
+    correct: npt.NDArray[np.bool_] | None = None
+    """Classification: per validation row, whether the served label is right (for paired errors)."""
+    log_loss: npt.NDArray[np.float64] | None = None
+    """Classification: per validation row, -log P(true class), P clipped at LOG_LOSS_FLOOR."""
+    vote_shares: bool = False
+    """A hard vote's "probabilities" are vote shares (0 or 1 when members agree): judged on log loss,
+    but never the log-loss reference others must approach."""
 
 
 LATENCY_TOLERANCE = 1.5
 """Single-row latencies within this factor of the fastest are treated as equal (measurement noise)."""
 
 
+LOG_LOSS_FLOOR = 1e-6
+"""Probabilities below this count as this in per-row log loss: a hard vote's 0 would be infinite."""
+
+
+def row_log_loss(proba: npt.NDArray[Any], y: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """-log P(true class) of each row."""
+    p = np.asarray(proba, dtype=np.float64)[np.arange(len(y)), np.asarray(y, dtype=np.int64)]
+    return -np.log(np.clip(p, LOG_LOSS_FLOOR, 1.0))
+
+
+PAIRED_Z = 1.96
+"""A cheaper model may trail the best by as much as the 95% interval of the paired difference allows."""
+
+
+def _within_paired_noise(mine: npt.NDArray[Any], best: npt.NDArray[Any]) -> bool:
+    """Whether the mean per-row loss of ``mine`` exceeds ``best``'s by no more than noise: within
+    PAIRED_Z standard errors of the paired differences (the same rows, so the noise the two scores
+    share cancels; a model right wherever the other is and on 11 more of 151 rows is clearly better,
+    which one unpaired standard error of 0.04 could not tell)."""
+    d = np.asarray(mine, dtype=np.float64) - np.asarray(best, dtype=np.float64)
+    if len(d) < 2:
+        return True
+    se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    return float(d.mean()) <= PAIRED_Z * se + 1e-12
+
+
+def _near_paired(pool: list[Candidate]) -> tuple[list[Candidate], str]:
+    """Classification with per-row outcomes: within paired noise of the most accurate model on
+    accuracy, and of the model with the lowest log loss on log loss."""
+    wrong = {c.name: ~np.asarray(c.correct, dtype=np.bool_) for c in pool}
+    loss = {c.name: np.asarray(c.log_loss, dtype=np.float64) for c in pool}
+    best_acc = min(pool, key=lambda c: (float(wrong[c.name].mean()), c.name))
+    reference = [c for c in pool if not c.vote_shares] or pool
+    best_ll = min(reference, key=lambda c: (float(loss[c.name].mean()), c.name))
+    on_acc = [c for c in pool if _within_paired_noise(wrong[c.name], wrong[best_acc.name])]
+    both = [c for c in on_acc if _within_paired_noise(loss[c.name], loss[best_ll.name])]
+    words = (
+        f"whose validation accuracy trails the most accurate ({best_acc.name}: "
+        f"{1 - float(wrong[best_acc.name].mean()):.4f}) and whose validation log loss trails the lowest "
+        f"({best_ll.name}: {float(loss[best_ll.name].mean()):.4f}) by no more than the 95% interval of the "
+        f"paired per-row differences allows ({PAIRED_Z:g} paired standard errors)"
+    )
+    if not both:  # no model is near the best on both: accuracy decides alone
+        return on_acc, words + " (none was near on both: accuracy alone decided)"
+    return both, words
+
+
 def choose_champion(candidates: Sequence[Candidate], metric: str, n_validation: int) -> tuple[str, str]:
     """One-standard-error rule: the fastest eligible model whose validation score is within one
-    standard error of the best. Returns (name, the rule in words)."""
+    standard error of the best; for classification with per-row outcomes, within the noise of the
+    paired differences on accuracy and on log loss (a cheaper model is preferred only at a cost the
+    validation rows cannot tell from noise). Returns (name, the rule in words)."""
     pool = [c for c in candidates if c.eligible]
     if not pool:
         raise ValueError("no eligible candidate for champion")
@@ -176,6 +232,12 @@ def choose_champion(candidates: Sequence[Candidate], metric: str, n_validation: 
     se = standard_error(metric, best.validation_score, n_validation)
     cutoff = oriented(metric, best.validation_score) - se
     near = [c for c in pool if oriented(metric, c.validation_score) >= cutoff - 1e-12]
+    closeness = (
+        f"whose validation {metric} is within one standard error ({se:.4f}) of the best "
+        f"({best.name}: {best.validation_score:.4f})"
+    )
+    if metric == "accuracy" and all(c.correct is not None and c.log_loss is not None for c in pool):
+        near, closeness = _near_paired(pool)
     # Latency measured during a build is noisy (a busy machine shifts it by tens of percent): models
     # within LATENCY_TOLERANCE of the fastest count as equally fast, and among those the validation
     # score decides, then the smaller graph, then the name, so timing noise cannot change the champion.
@@ -184,8 +246,7 @@ def choose_champion(candidates: Sequence[Candidate], metric: str, n_validation: 
     champion = min(fast, key=lambda c: (-oriented(metric, c.validation_score), c.size_bytes, c.name))
     rule = (
         f"fastest model (ONNX single-row latency; within {LATENCY_TOLERANCE:g}x of the fastest counts as equally "
-        f"fast, then the better validation score, then the smaller ONNX graph) whose validation {metric} is within one standard error "
-        f"({se:.4f}) of the best ({best.name}: {best.validation_score:.4f}); baseline and models that "
-        f"failed parity are not eligible"
+        f"fast, then the better validation score, then the smaller ONNX graph) {closeness}; baseline and "
+        f"models that failed parity are not eligible"
     )
     return champion.name, rule

@@ -151,7 +151,10 @@ def test_champion_and_shadows(repo: BundledBuild) -> None:
     routing = repo.manifest.routing
     assert routing.champion != "dummy"
     assert sorted([routing.champion, *routing.shadow]) == sorted(repo.manifest.variant_names())
-    assert "within one standard error" in routing.rule
+    if repo.manifest.task == "regression":
+        assert "within one standard error" in routing.rule
+    else:  # classification: paired differences on accuracy and log loss
+        assert "paired standard errors" in routing.rule and "log loss" in routing.rule
     assert repo.result.facts.champion == routing.champion
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -236,3 +237,61 @@ def test_equally_fast_and_equally_good_goes_to_the_smaller_graph() -> None:
         Candidate(name="logreg", validation_score=0.99, latency_us=13.0, eligible=True, size_bytes=2_000),
     ]
     assert choose_champion(pool, "accuracy", 114)[0] == "logreg"
+
+
+def _rows(name: str, correct: np.ndarray, p_true: np.ndarray, latency: float) -> Candidate:
+    return Candidate(
+        name=name,
+        validation_score=float(correct.mean()),
+        latency_us=latency,
+        eligible=True,
+        correct=correct,
+        log_loss=-np.log(np.clip(p_true, 1e-6, 1.0)),
+    )
+
+
+def test_paired_rule_does_not_keep_a_cheap_model_clearly_behind_on_the_same_rows() -> None:
+    """The issue's 7-class table: 151 validation rows, a tree 0.07 accuracy and 0.2 log loss behind a
+    forest. One unpaired standard error (0.04) let the faster tree win; on the same rows the forest is
+    right wherever the tree is, and more, so the paired difference is far beyond noise."""
+    rng = np.random.default_rng(0)
+    forest_right = rng.random(151) < 0.80
+    tree_right = forest_right & (rng.random(151) < 0.91)  # ~0.07 fewer right, never right alone
+    forest = _rows("forest", forest_right, np.where(forest_right, 0.7, 0.2), latency=60.0)
+    tree = _rows("tree", tree_right, np.where(tree_right, 0.55, 0.15), latency=10.0)
+    gap = forest_right.mean() - tree_right.mean()
+    assert 0.04 < gap < 0.1 and gap < 0.04 + standard_error("accuracy", forest_right.mean(), 151) + 0.03
+    unpaired = [dataclasses.replace(c, correct=None, log_loss=None) for c in (forest, tree)]
+    unpaired_choice = choose_champion(unpaired, "accuracy", 151)[0]
+    name, rule = choose_champion([forest, tree], "accuracy", 151)
+    assert name == "forest" and "paired standard errors" in rule
+    assert unpaired_choice in ("tree", "forest")  # what the old rule did depends on the draw
+
+
+def test_paired_rule_keeps_a_cheaper_model_level_on_accuracy_and_log_loss() -> None:
+    rng = np.random.default_rng(1)
+    right = rng.random(300) < 0.85
+    p = np.where(right, 0.8, 0.3)
+    a = _rows("big", right, p, latency=80.0)
+    flips = right.copy()
+    flips[:2] = ~flips[:2]  # two rows of 300 differ: noise
+    b = _rows("small", flips, np.where(flips, 0.8, 0.3), latency=10.0)
+    assert choose_champion([a, b], "accuracy", 300)[0] == "small"
+
+
+def test_paired_rule_refuses_a_model_as_accurate_but_much_worse_calibrated() -> None:
+    rng = np.random.default_rng(2)
+    right = rng.random(300) < 0.85
+    good = _rows("calibrated", right, np.where(right, 0.8, 0.3), latency=80.0)
+    bad = _rows("overconfident", right, np.where(right, 0.99, 0.001), latency=10.0)
+    name, _ = choose_champion([good, bad], "accuracy", 300)
+    assert name == "calibrated"
+
+
+def test_a_hard_votes_vote_shares_are_never_the_log_loss_reference() -> None:
+    """A unanimous vote's 'probability' is 1: a zero log loss no real probability model can approach."""
+    right = np.ones(40, dtype=bool)
+    vote = dataclasses.replace(_rows("vote", right, np.ones(40), latency=90.0), vote_shares=True)
+    logreg = _rows("logreg", right, np.full(40, 0.9), latency=10.0)
+    name, rule = choose_champion([vote, logreg], "accuracy", 40)
+    assert name == "logreg" and "lowest (logreg" in rule
