@@ -69,10 +69,15 @@ def _run(
     opts: BuildOptions, table: data_mod.Table, fams: list[Family], progress: Progress, started: float
 ) -> BuildResult:
     ctx = prepare(opts, table)
+    budget = (
+        f"{opts.time_budget_s:g} s of search ({opts.time_budget_s / len(fams):.1f} s per family)"
+        if opts.time_budget_s is not None
+        else f"{opts.budget} trials"
+    )
     progress(
         f"{table.name}: {table.task}, {len(table.features)} rows ({len(ctx.x_train)} train / "
         f"{len(ctx.x_val)} validation / {len(ctx.x_test)} test), {len(table.columns)} columns; budget "
-        f"{opts.budget} trials x {opts.cv_folds} folds per family, seed {opts.seed}"
+        f"{budget} x {opts.cv_folds} folds per family, seed {opts.seed}"
     )
     models = [_member(fam, ctx, i, len(fams), progress) for i, fam in enumerate(fams, 1)]
     members = [m for m in models if not m.excluded]
@@ -102,14 +107,20 @@ def _run(
 
 
 def _member(fam: Family, ctx: BuildContext, i: int, n: int, progress: Progress) -> Evaluated:
-    ev = train_member(fam, ctx)
+    share = ctx.opts.time_budget_s / n if ctx.opts.time_budget_s is not None else None
+    ev = train_member(fam, ctx, share)
     if ev.excluded:
         progress(f"[{i}/{n}] {ev.name:<14} EXCLUDED: {ev.excluded}")
         return ev
     assert ev.search is not None and ev.latency is not None
+    s = ev.search
+    spent = (
+        f"{s.trials_run:>3} trials in {s.seconds:6.1f}s of {s.budget_seconds:.1f}s"
+        if s.budget_seconds is not None
+        else f"{s.trials_run:>2}/{s.budget_trials} trials in {s.seconds:6.1f}s"
+    )
     progress(
-        f"[{i}/{n}] {ev.name:<14} {ev.search.trials_run:>2}/{ev.search.budget_trials} trials "
-        f"in {ev.search.seconds:6.1f}s  cv {ev.search.scoring.removeprefix('neg_')} "
+        f"[{i}/{n}] {ev.name:<14} {spent}  cv {ev.search.scoring.removeprefix('neg_')} "
         f"{abs(ev.search.best_cv_score or 0.0):.4f}  onnx {ev.latency.onnx_single_row_us:7.1f}µs/row"
     )
     return ev

@@ -38,6 +38,9 @@ class BuildOptions:
     out: Path = Path("models")
     name: str | None = None
     budget: int = 8
+    time_budget_s: float | None = None
+    """Search seconds for the whole build, split equally across families; trials run in a fixed
+    order until a family's share is spent (at least one), instead of ``budget`` trials."""
     families: list[str] | None = None
     fp_cost: float | None = None
     fn_cost: float | None = None
@@ -190,6 +193,8 @@ def check_options(opts: BuildOptions) -> None:
     """Every option checked before the table is read."""
     if opts.budget < 1:
         raise BuildError(f"--budget: expected a positive number of trials, got {opts.budget}")
+    if opts.time_budget_s is not None and not (opts.time_budget_s > 0 and np.isfinite(opts.time_budget_s)):
+        raise BuildError(f"--time-budget: expected a positive number of seconds, got {opts.time_budget_s}")
     if (opts.fp_cost is None) != (opts.fn_cost is None):
         raise BuildError("--fp-cost and --fn-cost: expected both or neither")
     for flag, value in (("--fp-cost", opts.fp_cost), ("--fn-cost", opts.fn_cost)):

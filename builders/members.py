@@ -35,7 +35,7 @@ def session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
     return ort.InferenceSession(raw, sess_options=opts, providers=PROVIDERS)
 
 
-def train_member(fam: Family, ctx: BuildContext) -> Evaluated:
+def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -> Evaluated:
     """Search, fit, export and check one family; ``excluded`` says why when it cannot be served."""
     ev = Evaluated(name=fam.name, kind="member", family=fam.name, description=fam.assumptions, role=fam.role)
     started = time.perf_counter()
@@ -50,6 +50,7 @@ def train_member(fam: Family, ctx: BuildContext) -> Evaluated:
         cv=ctx.cv,
         seed=opts.seed,
         n_jobs=opts.n_jobs,
+        seconds=seconds,
     )
     ev.pipeline, ev.search, ev.hyperparameters = fitted, record, params
     if opts.learning_curves:

@@ -104,7 +104,7 @@ def _matrix(title: str, m: Matrix) -> str:
 
 def _budget(members: list[Evaluated]) -> str:
     header = [
-        "family", "budget (trials)", "trials run", "CV folds", "seed", "search s", "best CV score",
+        "family", "budget (trials or seconds)", "trials run", "CV folds", "seed", "search s", "best CV score",
         "still improving", "assumptions",
     ]  # fmt: skip
     rows = []
@@ -112,7 +112,8 @@ def _budget(members: list[Evaluated]) -> str:
         s = m.search
         assert s is not None
         rows.append(
-            [m.name, str(s.budget_trials), str(s.trials_run), str(s.cv_folds), str(s.seed),
+            [m.name, f"{s.budget_seconds:g} s" if s.budget_seconds is not None else str(s.budget_trials),
+             str(s.trials_run), str(s.cv_folds), str(s.seed),
              _fmt(s.seconds, 1), _fmt(abs(s.best_cv_score or 0.0)), "yes" if m.still_improving else "no",
              m.description]
         )  # fmt: skip

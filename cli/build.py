@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("models"), help="repository root (default: models)")
     parser.add_argument("--name", help="model name in the repository (default: dataset or file name)")
     parser.add_argument("--budget", type=int, default=8, help="search trials per family (same for all)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="search seconds for the build, split equally across families (instead of --budget trials)",
+    )
     parser.add_argument("--families", nargs="+", help="families to train (baseline and simplest always run)")
     parser.add_argument("--fp-cost", type=float, help="cost of a false positive (binary; with --fn-cost)")
     parser.add_argument("--fn-cost", type=float, help="cost of a false negative (binary; with --fp-cost)")
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         name=args.name,
         budget=args.budget,
+        time_budget_s=args.time_budget,
         families=args.families,
         fp_cost=args.fp_cost,
         fn_cost=args.fn_cost,

@@ -81,6 +81,8 @@ class SearchRecord(_Strict):
     seconds: float
     best_cv_score: float | None = None
     scoring: str = ""
+    budget_seconds: float | None = None
+    """With a time budget: this family's share of it (trials then run until it is spent)."""
 
 
 class ParityRecord(_Strict):

@@ -317,3 +317,38 @@ def test_a_second_build_publishes_version_two(iris_repo: BundledBuild, tmp_path:
     assert resolve_version(root) == result.path
     assert verify(root / "iris" / "1") == iris_repo.manifest
     assert verify(result.path).members[-1].name == "tree"
+
+
+def test_a_time_budget_runs_trials_in_a_fixed_order_until_each_familys_share_is_spent(tmp_path: Path) -> None:
+    """--time-budget: split equally over the families; each runs at least one trial, in the seeded
+    order, so only the number of trials depends on the machine; the card and report say how many."""
+    from builders.search import cv_splitter, search
+
+    opts = BuildOptions(
+        dataset="iris", out=tmp_path, families=["tree", "knn"], time_budget_s=0.04, learning_curves=False
+    )
+    result = run_build(opts)
+    records = {m.name: m.search for m in result.models if m.kind == "member"}
+    for name, record in records.items():
+        assert record is not None and record.budget_seconds == pytest.approx(0.01), name  # 4 families
+        assert record.trials_run >= 1 and record.budget_trials == record.trials_run
+    assert "budget (trials or seconds)" in (result.path / "report.md").read_text()
+
+    # the same seed tries the same configurations first: a generous budget over a finite space
+    # (kNN: 15 values of k) runs all of them and lands on the same best every time
+    member = next(m for m in result.models if m.name == "knn")
+    assert member.pipeline is not None
+    from sklearn.base import clone
+
+    from builders.families import CLASSIFIERS
+
+    space = next(f for f in CLASSIFIERS if f.name == "knn").space
+    from builders.context import load_table, prepare
+
+    ctx = prepare(opts, load_table(opts))
+    found = [
+        search(clone(member.pipeline), space, ctx.x_train, ctx.y_train, task=ctx.task, budget=1,
+               cv=cv_splitter(ctx.task, 3, 0), seed=0, n_jobs=1, seconds=60.0)
+        for _ in range(2)
+    ]  # fmt: skip
+    assert found[0][1] == found[1][1] and found[0][2].trials_run == found[1][2].trials_run == 15

@@ -66,6 +66,10 @@ BAD_INPUT = {
     "unreadable file": (_unreadable_file, "cannot read as .parquet"),
     "missing file": (lambda t: ["--data", str(t / "nope.csv"), "--target", "y"], "nope.csv: no such file"),
     "zero budget": (lambda t: ["--dataset", "iris", "--budget", "0"], "--budget: expected a positive number"),
+    "zero time budget": (
+        lambda t: ["--dataset", "iris", "--time-budget", "0"],
+        "--time-budget: expected a positive number of seconds, got 0.0",
+    ),
     "one cost only": (lambda t: ["--dataset", "breast_cancer", "--fp-cost", "1"], "expected both or neither"),
     "negative cost": (
         lambda t: ["--dataset", "breast_cancer", "--fp-cost", "-1", "--fn-cost", "2"],
