@@ -122,3 +122,31 @@ def test_the_latency_guardrail_and_the_default_keep_the_champion(settings: Setti
 def test_rollback_needs_the_admin_token(promoting: tuple[Gateway, TestClient]) -> None:
     _, c = promoting
     assert c.post("/admin/rollback").status_code == 401
+
+
+def test_a_ledger_that_cannot_record_the_decision_changes_nothing(
+    promoting: tuple[Gateway, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full while recording a promotion (injected): /compare still answers, says why in
+    ``promotion.error``, and the champion stays; a rollback then answers 503 and changes nothing."""
+    import sqlite3
+
+    from service.core import promotion
+
+    gw, c = promoting
+    before = gw.router.champion
+    _labels_agreeing_with(c, "dummy", 600)
+
+    def full(*args: Any, **kwargs: Any) -> bool:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(promotion, "record", full)
+    r = c.get("/compare")
+    assert r.status_code == 200, r.text
+    doc = r.json()["promotion"]
+    assert doc["decision"] is None and "ledger_full" in doc["error"], doc
+    assert gw.router.champion == before
+    r = c.post("/admin/rollback", headers=AUTH)
+    assert r.status_code == 409  # nothing was recorded, so nothing to roll back
+    monkeypatch.undo()
+    assert c.get("/compare").json()["promotion"]["decision"]["champion_before"] == before  # now it can
