@@ -25,7 +25,7 @@ from builders.distributed import search_backend
 from builders.ensembling import build_ensembles
 from builders.evaluated import Evaluated, ReportFacts
 from builders.families import Family, families_for
-from builders.members import score_member, train_member
+from builders.members import refit_member, score_member, train_member
 from builders.writing import write_version
 from contract.manifest import Manifest, Routing
 from contract.verify import load_manifest
@@ -83,6 +83,16 @@ def _run(
     members = [m for m in models if not m.excluded]
     for m in members:
         score_member(m, ctx)
+    if opts.refit:
+        kept = [m.name for m in members if not refit_member(m, ctx)]
+        progress(
+            "refit on train + validation: "
+            + (
+                f"all {len(members)} members"
+                if not kept
+                else f"all but {', '.join(kept)} (export or parity failed)"
+            )
+        )
     facts = ReportFacts(
         split_rows={"train": len(ctx.x_train), "validation": len(ctx.x_val), "test": len(ctx.x_test)},
         y_test=ctx.y_test,

@@ -48,6 +48,8 @@ class BuildOptions:
     cv_folds: int = 3
     n_jobs: int = 2
     learning_curves: bool = True
+    refit: bool = True
+    """Refit each member's chosen configuration on train + validation before export (builders/members.py)."""
     dask_scheduler: str | None = None
     """Run the search's fits on this Dask scheduler (builders/distributed.py)."""
     dask_local: int | None = None

@@ -53,6 +53,8 @@ class Evaluated:
     onnx_bytes: bytes | None = None
     session: ort.InferenceSession | None = None
     pipeline: Pipeline | None = None
+    trained_on: str = "train"
+    """Rows the served model was fitted on: "train", or "train+validation" after the refit."""
     excluded: str = ""
     """Why the model is left out of the repository (export or parity failed); empty when it is in."""
 
@@ -91,6 +93,7 @@ class Evaluated:
             strategy=self.strategy,
             weights=self.weights,
             accuracy_estimator=estimator,
+            trained_on=self.trained_on,
         )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
@@ -65,20 +66,20 @@ def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -
         return ev
     ev.onnx_bytes = onx.SerializeToString()
     ev.session = session(ev.onnx_bytes)
-    ev.parity = _parity(ev.session, fitted, fam, ctx)
+    ev.parity = _parity(ev.session, fitted, fam.name, ctx)
     if not ev.parity.passed:
         ev.excluded = f"parity check failed: {ev.parity.reason}"
     ev.latency = member_latency(ev.session, fitted, ctx.table.columns, ctx.x_test, ctx.classification)
     return ev
 
 
-def _parity(session: ort.InferenceSession, fitted: Pipeline, fam: Family, ctx: BuildContext) -> Any:
+def _parity(session: ort.InferenceSession, fitted: Pipeline, family: str, ctx: BuildContext) -> Any:
     feeds = ctx.feeds["test"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if ctx.classification:
             label, proba = session.run(["label", "probabilities"], feeds)
-            tol = export.FAMILY_TOLERANCE.get(fam.name, export.PROBA_TOLERANCE)
+            tol = export.FAMILY_TOLERANCE.get(family, export.PROBA_TOLERANCE)
             ties = export.neighbour_tie_answers(fitted, ctx.x_test, np.asarray(proba), True)
             return export.check_classifier_parity(
                 fitted.predict_proba(ctx.x_test),
@@ -128,6 +129,39 @@ def score_member(m: Evaluated, ctx: BuildContext) -> None:
     for split, y in ctx.ys.items():
         m.outputs[split] = out = from_graph(raw[split], ctx.task, m.threshold)
         m.metrics[split] = metrics_of(out, y, ctx)
+
+
+def refit_member(m: Evaluated, ctx: BuildContext) -> bool:
+    """The chosen configuration refit on train + validation (every labelled row but the test split),
+    exported and checked again; it then serves, and its test outputs and metrics replace the
+    train-only model's. Validation outputs, metrics, the decision threshold and everything chosen
+    from them stay those of the train-only fit: they are the held-out evidence the choices rest on.
+    When the refit cannot be exported or fails parity, the train-only model serves (False)."""
+    assert m.pipeline is not None
+    x = pd.concat([ctx.x_train, ctx.x_val])
+    y = np.concatenate([np.asarray(ctx.y_train), np.asarray(ctx.y_val)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = clone(m.pipeline).fit(x, y)
+    try:
+        onx = export.to_onnx(fitted, ctx.inputs, ctx.classification, m.name)
+    except Exception:  # the train-only model exported: keep it
+        return False
+    raw = onx.SerializeToString()
+    sess = session(raw)
+    parity = _parity(sess, fitted, m.family, ctx)
+    if not parity.passed:
+        return False
+    m.pipeline, m.onnx_bytes, m.session, m.parity, m.trained_on = (
+        fitted,
+        raw,
+        sess,
+        parity,
+        "train+validation",
+    )
+    m.outputs["test"] = out = from_graph(sess.run(None, ctx.feeds["test"]), ctx.task, m.threshold)
+    m.metrics["test"] = metrics_of(out, ctx.y_test, ctx)
+    return True
 
 
 def metrics_of(out: Output, y: Any, ctx: BuildContext) -> dict[str, float]:

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cv-folds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="parallel fits (default 2)")
     parser.add_argument("--no-learning-curves", action="store_true", help="skip learning curves (faster)")
+    parser.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="serve the models fitted on the training split only (default: refit on train + validation)",
+    )
     dask = parser.add_mutually_exclusive_group()
     dask.add_argument(
         "--dask-scheduler", metavar="ADDRESS", help="run the search's fits on this Dask scheduler"
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         cv_folds=args.cv_folds,
         n_jobs=args.jobs,
         learning_curves=not args.no_learning_curves,
+        refit=not args.no_refit,
         dask_scheduler=args.dask_scheduler,
         dask_local=args.dask_local,
     )

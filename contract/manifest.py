@@ -167,6 +167,9 @@ class ModelCard(_Strict):
     members: list[str] = []
     strategy: Strategy | None = None
     weights: list[float] | None = None
+    trained_on: str = "train"
+    """Members: the rows the served graph was fitted on ("train", or "train+validation" when the build
+    refit the chosen configuration on both); validation metrics always come from the train-only fit."""
     accuracy_estimator: AccuracyEstimator | None = None
     """Classification: the map that estimates live accuracy on rows without labels (absent in
     repositories built before it existed, and for regression)."""

@@ -352,3 +352,29 @@ def test_a_time_budget_runs_trials_in_a_fixed_order_until_each_familys_share_is_
         for _ in range(2)
     ]  # fmt: skip
     assert found[0][1] == found[1][1] and found[0][2].trials_run == found[1][2].trials_run == 15
+
+
+def test_members_serve_the_refit_on_train_and_validation(repo: BundledBuild) -> None:
+    """Every labelled row but the test split trains what serves; the card says so, and the validation
+    metrics stay those of the train-only fit the choices were made on."""
+    split = repo.result.facts.split_rows
+    tree = _evaluated(repo, "tree")
+    assert tree.pipeline is not None
+    assert tree.pipeline[-1].tree_.n_node_samples[0] == split["train"] + split["validation"]
+    spec = next(s for s in repo.manifest.members if s.name == "tree")
+    card = _card(repo, spec.card)
+    assert card.trained_on == "train+validation"
+    assert card.metrics["validation"] == pytest.approx(
+        {k: round(v, 6) for k, v in tree.metrics["validation"].items()}
+    )
+
+
+def test_no_refit_serves_the_train_only_fit(tmp_path: Path) -> None:
+    result = run_build(
+        BuildOptions(
+            dataset="iris", out=tmp_path, budget=1, families=["tree"], learning_curves=False, refit=False
+        )
+    )
+    tree = next(m for m in result.models if m.name == "tree")
+    assert tree.trained_on == "train" and tree.pipeline is not None
+    assert tree.pipeline[-1].tree_.n_node_samples[0] == result.facts.split_rows["train"]
