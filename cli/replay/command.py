@@ -215,34 +215,20 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def print_end(console: Console, stats: ReplayStats, url: str) -> None:
-    """Error summary and the comparison table."""
-    from cli.compare import render
+    """Error summary, the comparison tables, and the input drift table of the default window (what
+    the replay's --drift spec moved)."""
+    from cli import compare, drift
 
     if stats.errors:
         console.print("errors: " + ", ".join(f"{k} {v}" for k, v in stats.errors.most_common()), markup=False)
     console.print(f"answered by: {dict(stats.variants)}; {stats.seconds:.1f}s", markup=False)
-    try:
-        r = httpx.get(f"{url}/compare", timeout=60)
-    except httpx.HTTPError as exc:
-        console.print(f"cannot fetch /compare: {type(exc).__name__}", markup=False)
-        return
-    if r.status_code == 200:
-        render(r.json(), console)
-    else:
-        console.print(f"/compare answered {r.status_code}: {r.text[:200]}", markup=False)
-    print_drift(console, url)
-
-
-def print_drift(console: Console, url: str) -> None:
-    """The input drift table of the default window (what the replay's --drift spec moved)."""
-    from cli.drift import render
-
-    try:
-        r = httpx.get(f"{url}/drift", timeout=60)
-    except httpx.HTTPError as exc:
-        console.print(f"cannot fetch /drift: {type(exc).__name__}", markup=False)
-        return
-    if r.status_code == 200:
-        render(r.json(), console)
-    else:
-        console.print(f"/drift answered {r.status_code}: {r.text[:200]}", markup=False)
+    for path, render in (("/compare", compare.render), ("/drift", drift.render)):
+        try:
+            r = httpx.get(f"{url}{path}", timeout=60)
+        except httpx.HTTPError as exc:
+            console.print(f"cannot fetch {path}: {type(exc).__name__}", markup=False)
+            continue
+        if r.status_code == 200:
+            render(r.json(), console)
+        else:
+            console.print(f"{path} answered {r.status_code}: {r.text[:200]}", markup=False)
