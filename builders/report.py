@@ -18,8 +18,10 @@ import markdown
 from builders.context import BuildContext
 from builders.evaluated import Evaluated, Matrix, ReportFacts
 from builders.report_plots import write_plots
+from builders.repository import existing_versions
 from builders.scoring import oriented, pareto_front
 from contract.manifest import Routing
+from contract.verify import RepositoryError, load_card, load_manifest
 
 METRIC_COLUMNS = {
     "binary": ["accuracy", "f1", "log_loss", "roc_auc"],
@@ -165,11 +167,23 @@ def render(
     """The report as Markdown."""
     table, opts = ctx.table, ctx.opts
     fp = table.fingerprint
+    budget = (
+        f"{opts.time_budget_s:g} s of search split equally across families (trials in one seeded order "
+        "until each share is spent)"
+        if opts.time_budget_s is not None
+        else f"{opts.budget} random-search trials"
+    )
+    refit = (
+        " Members were then refit on train + validation, and those refits serve (validation metrics are "
+        "the train-only fits', on which every choice was made)."
+        if opts.refit
+        else ""
+    )
     intro = (
         f"Dataset `{fp.source}` ({fp.rows} rows, target `{fp.target}`, task **{table.task}**); splits: "
-        f"{facts.split_rows}. Every family got the same budget: {opts.budget} random-search trials, "
-        f"{opts.cv_folds}-fold CV, seed {opts.seed}. All metrics are on the held-out test split, computed "
-        f"from the ONNX outputs the service serves."
+        f"{facts.split_rows}. Every family got the same budget: {budget}, "
+        f"{opts.cv_folds}-fold CV, seed {opts.seed}.{refit} All metrics are on the held-out test split, "
+        f"computed from the ONNX outputs the service serves."
     )
     if table.dropped:
         intro += " Dropped columns: " + "; ".join(f"`{d.name}` ({d.reason})" for d in table.dropped) + "."
@@ -189,8 +203,54 @@ def render(
     diversity = _diversity(facts)
     if diversity is not None:
         sections.append(("Ensembles and diversity", diversity))
+    previous = _against_previous(ctx, models, metric, routing)
+    if previous is not None:
+        sections.append(previous)
     sections.append(("Plots", "\n\n".join(f"![{k}]({v})" for k, v in plots.items())))
     return f"# Offline report: {table.name}\n\n" + "\n\n".join(f"## {t}\n\n{md}\n" for t, md in sections)
+
+
+def _against_previous(
+    ctx: BuildContext, models: list[Evaluated], metric: str, routing: Routing
+) -> tuple[str, str] | None:
+    """This build beside the newest version already in the repository (same model name): per model
+    its test score then and now, and the champions. None for a first version or an unreadable one."""
+    folder = ctx.opts.out / ctx.table.name
+    versions = existing_versions(folder)
+    if not versions:
+        return None
+    then = folder / str(versions[-1])
+    try:
+        manifest = load_manifest(then)
+        specs: list[tuple[str, str]] = [(s.name, s.card) for s in manifest.members]
+        specs += [(s.name, s.card) for s in manifest.ensembles]
+        cards = {name: load_card(then / card) for name, card in specs}
+    except RepositoryError:
+        return None
+    same = manifest.dataset.sha256 == ctx.table.fingerprint.sha256
+    note = (
+        "the same table (same sha256): with the same seed the test split is the same rows, so the scores "
+        "compare directly"
+        if same
+        else "a different table (sha256 differs): the test splits differ, so compare the scores loosely"
+    )
+    rows = []
+    for m in models:
+        was = cards.get(m.name)
+        before = was.metrics.get("test", {}).get(metric) if was is not None else None
+        now = m.metrics.get("test", {}).get(metric)
+        delta = f"{now - before:+.4f}" if now is not None and before is not None else "–"
+        rows.append([m.name, _fmt(before), _fmt(now), delta])
+    rows += [[n, _fmt(c.metrics.get("test", {}).get(metric)), "– (not in this build)", "–"]
+             for n, c in cards.items() if n not in {m.name for m in models}]  # fmt: skip
+    text = (
+        f"Version {manifest.version} of `{manifest.name}` was built from {note}. Champion then: "
+        f"**{manifest.routing.champion}**; now: **{routing.champion}**.\n\n"
+        + _table(
+            ["model", f"test {metric}, v{manifest.version}", f"test {metric}, this build", "change"], rows
+        )
+    )
+    return f"Against version {manifest.version}", text
 
 
 def write(

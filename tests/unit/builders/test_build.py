@@ -317,6 +317,13 @@ def test_a_second_build_publishes_version_two(iris_repo: BundledBuild, tmp_path:
     assert resolve_version(root) == result.path
     assert verify(root / "iris" / "1") == iris_repo.manifest
     assert verify(result.path).members[-1].name == "tree"
+    report = (result.path / "report.md").read_text()
+    assert "## Against version 1" in report and "the same table (same sha256)" in report
+    v1 = load_card(root / "iris" / "1" / next(s.card for s in iris_repo.manifest.members if s.name == "tree"))
+    row = next(line for line in report.splitlines() if line.startswith("| tree "))
+    assert f"{v1.metrics['test']['accuracy']:.4f}" in row  # version 1's test score beside this one's
+    assert "not in this build" in report  # version 1's naive_bayes and ensembles
+    assert "## Against version" not in (root / "iris" / "1" / "report.md").read_text()
 
 
 def test_a_time_budget_runs_trials_in_a_fixed_order_until_each_familys_share_is_spent(tmp_path: Path) -> None:
