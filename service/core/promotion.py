@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from contract.manifest import ModelCard, Routing
@@ -121,14 +122,15 @@ class Promoter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _db(self) -> Database:
+    @contextmanager
+    def _ledger(self) -> Iterator[Database]:
+        """A connection of the calling thread, with the schema in place, closed after use."""
         db = Database(self.settings.ledger_target)
         try:
             ensure_schema(db)
-        except BaseException:
+            yield db
+        finally:
             db.close()
-            raise
-        return db
 
     def start(self) -> None:
         if self._thread is None and self.settings.ledger_enabled:
@@ -155,11 +157,8 @@ class Promoter:
             return
         repo, _ = self._current()
         m = repo.manifest
-        db = self._db()
-        try:
+        with self._ledger() as db:
             found = history(db, m.name, m.version)
-        finally:
-            db.close()
         with self._lock:
             new = [d for d in found if d.id not in self._applied]
             if not new:
@@ -187,46 +186,47 @@ class Promoter:
             "last_decision": None,
             "candidates": [],
         }
-        repo, _ = self._current()
-        m = repo.manifest
         try:
-            db = self._db()
-        except database_errors() as exc:
-            return {**out, "error": f"ledger: {failure_reason(exc)}: {exc}"}
-        try:
-            found = history(db, m.name, m.version)
-            out["last_decision"] = found[-1].document() if found else None
-            if not s.promote:
-                return out
-            out["candidates"] = cases = candidates(doc, cards, s, rolled_back(found))
-            pick = choose(cases)
-            if pick is None:
-                return out
-            decision = Decision(
-                "promote",
-                m.name,
-                m.version,
-                champion_before=doc["champion"],
-                champion_after=pick["challenger"],
-                evidence={
-                    **{k: v for k, v in pick.items() if k not in ("eligible", "blocked_by", "challenger")},
-                    "labelled_rows": doc["labelled_rows"],
-                    "test": "always-valid sequential test vs the champion (Bonferroni), p < 0.05",
-                    "min_labels": s.promote_min_labels,
-                    "max_latency_ratio": s.promote_max_latency_ratio,
-                },
-            )
-            with self._lock:
-                if record(db, decision, found[-1].id if found else None):
-                    self._applied.add(decision.id)
-                    self._switch(decision.champion_after)
-                    out["decision"] = out["last_decision"] = decision.document()
-                    log.warning("promoted %s over %s: %s", decision.champion_after, doc["champion"], pick)
+            with self._ledger() as db:
+                self._decide(db, doc, cards, out)
         except database_errors() as exc:
             out["error"] = f"ledger: {failure_reason(exc)}: {exc}"
-        finally:
-            db.close()
         return out
+
+    def _decide(
+        self, db: Database, doc: dict[str, Any], cards: Mapping[str, ModelCard], out: dict[str, Any]
+    ) -> None:
+        """Fill ``out`` with the cases, and promote the strongest eligible challenger if there is one."""
+        s = self.settings
+        m = self._current()[0].manifest
+        found = history(db, m.name, m.version)
+        out["last_decision"] = found[-1].document() if found else None
+        if not s.promote:
+            return
+        out["candidates"] = cases = candidates(doc, cards, s, rolled_back(found))
+        pick = choose(cases)
+        if pick is None:
+            return
+        decision = Decision(
+            "promote",
+            m.name,
+            m.version,
+            champion_before=doc["champion"],
+            champion_after=pick["challenger"],
+            evidence={
+                **{k: v for k, v in pick.items() if k not in ("eligible", "blocked_by", "challenger")},
+                "labelled_rows": doc["labelled_rows"],
+                "test": "always-valid sequential test vs the champion (Bonferroni), p < 0.05",
+                "min_labels": s.promote_min_labels,
+                "max_latency_ratio": s.promote_max_latency_ratio,
+            },
+        )
+        with self._lock:
+            if record(db, decision, found[-1].id if found else None):
+                self._applied.add(decision.id)
+                self._switch(decision.champion_after)
+                out["decision"] = out["last_decision"] = decision.document()
+                log.warning("promoted %s over %s: %s", decision.champion_after, doc["champion"], pick)
 
     def rollback(self) -> dict[str, Any]:
         """Undo the newest promotion of the served version (POST /admin/rollback)."""
@@ -238,8 +238,7 @@ class Promoter:
     def _rollback(self) -> dict[str, Any]:
         repo, router = self._current()
         m = repo.manifest
-        db = self._db()
-        try:
+        with self._ledger() as db:
             found = history(db, m.name, m.version)
             if not found or found[-1].action != "promote":
                 raise Conflict(
@@ -260,18 +259,13 @@ class Promoter:
                     raise Conflict("rollback: another decision was made meanwhile; read /admin/decisions")
                 self._applied.add(decision.id)
                 self._switch(decision.champion_after)
-        finally:
-            db.close()
         return decision.document()
 
     def decisions(self) -> list[dict[str, Any]]:
         """Every decision of the served version, oldest first (GET /admin/decisions)."""
         repo, _ = self._current()
         try:
-            db = self._db()
-            try:
+            with self._ledger() as db:
                 return [d.document() for d in history(db, repo.manifest.name, repo.manifest.version)]
-            finally:
-                db.close()
         except database_errors() as exc:
             raise LedgerUnavailable(f"ledger: {failure_reason(exc)}: {exc}") from exc

@@ -261,11 +261,8 @@ def test_paired_rule_does_not_keep_a_cheap_model_clearly_behind_on_the_same_rows
     tree = _rows("tree", tree_right, np.where(tree_right, 0.55, 0.15), latency=10.0)
     gap = forest_right.mean() - tree_right.mean()
     assert 0.04 < gap < 0.1 and gap < 0.04 + standard_error("accuracy", forest_right.mean(), 151) + 0.03
-    unpaired = [dataclasses.replace(c, correct=None, log_loss=None) for c in (forest, tree)]
-    unpaired_choice = choose_champion(unpaired, "accuracy", 151)[0]
     name, rule = choose_champion([forest, tree], "accuracy", 151)
     assert name == "forest" and "paired standard errors" in rule
-    assert unpaired_choice in ("tree", "forest")  # what the old rule did depends on the draw
 
 
 def test_paired_rule_keeps_a_cheaper_model_level_on_accuracy_and_log_loss() -> None:
