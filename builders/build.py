@@ -20,12 +20,12 @@ import numpy as np
 from builders import data as data_mod
 from builders import ensembles as ens
 from builders import scoring
-from builders.context import BuildContext, BuildOptions, load_table, prepare, split_table
+from builders.context import OUT_OF_FOLD, BuildContext, BuildOptions, load_table, prepare, split_table
 from builders.distributed import search_backend
 from builders.ensembling import build_ensembles
 from builders.evaluated import Evaluated, ReportFacts
 from builders.families import Family, families_for
-from builders.members import refit_member, score_member, train_member
+from builders.members import out_of_fold, refit_member, score_member, train_member
 from builders.writing import write_version
 from contract.manifest import Manifest, Routing
 from contract.verify import load_manifest
@@ -93,6 +93,12 @@ def _run(
                 else f"all but {', '.join(kept)} (export or parity failed)"
             )
         )
+    for m in members:
+        out_of_fold(m, ctx)
+    progress(
+        f"out-of-fold outputs over train + validation ({len(ctx.y_fit)} rows, {opts.cv_folds} folds) "
+        "for the champion rule and the stack"
+    )
     facts = ReportFacts(
         split_rows={"train": len(ctx.x_train), "validation": len(ctx.x_val), "test": len(ctx.x_test)},
         y_test=ctx.y_test,
@@ -103,7 +109,7 @@ def _run(
     ensembles = _ensembles(members, ctx, facts, progress)
     everything = members + ensembles
     metric = scoring.primary_metric(table.task)
-    routing = _routing(everything, metric, len(ctx.y_val), ctx.y_val)
+    routing = _routing(everything, metric, ctx)
     progress(f"champion: {routing.champion} ({routing.rule})")
     facts.champion = routing.champion
     path = write_version(ctx, everything, [m for m in models if m.excluded], routing, facts, metric)
@@ -152,33 +158,42 @@ def _ensembles(
     return ensembles
 
 
-def _validation_rows(m: Evaluated, y: Any) -> dict[str, Any]:
-    """Per-row correctness and log loss on the validation split (classification), for the paired
-    champion rule."""
-    out = m.outputs.get("validation")
-    if out is None or out.proba is None or out.labels is None:
+def _evidence(m: Evaluated, y: Any, split: str) -> dict[str, Any]:
+    """Per-row outcomes on the rows the champion rule judges: whether the served label is right and
+    the row's log loss (classification), or the squared error (regression)."""
+    out = m.outputs.get(split)
+    if out is None:
+        return {}
+    if out.values is not None:
+        return {"sq_error": (out.values - np.asarray(y, dtype=np.float64)) ** 2}
+    if out.proba is None or out.labels is None:
         return {}
     return {"correct": out.labels == np.asarray(y), "log_loss": scoring.row_log_loss(out.proba, y)}
 
 
-def _routing(everything: list[Evaluated], metric: str, n_validation: int, y_validation: Any) -> Routing:
-    """The champion by the rule in builders/scoring.py; everything else runs as shadow."""
+def _routing(everything: list[Evaluated], metric: str, ctx: BuildContext) -> Routing:
+    """The champion by the rule in builders/scoring.py, judged on out-of-fold outputs over train +
+    validation when every model has them (else on the validation split); everything else runs as
+    shadow."""
+    oof = all(OUT_OF_FOLD in m.outputs for m in everything)
+    split, y = (OUT_OF_FOLD, ctx.y_fit) if oof else ("validation", ctx.y_val)
+    rows = "out-of-fold (train + validation)" if oof else "validation"
     own = {m.name: len(m.onnx_bytes) if m.onnx_bytes is not None else 0 for m in everything}
     # an ensemble runs its members: its size is theirs plus its own graph (the stacking meta-model)
     size = {m.name: own[m.name] + sum(own.get(x, 0) for x in m.members) for m in everything}
     candidates = [
         scoring.Candidate(
             name=m.name,
-            validation_score=m.metrics["validation"][metric],
+            validation_score=m.metrics[split][metric],
             latency_us=m.latency.onnx_single_row_us if m.latency is not None else float("inf"),
             eligible=m.role != "baseline" and m.parity is not None and m.parity.passed,
             size_bytes=size[m.name],
             vote_shares=m.strategy == "hard_vote",
-            **_validation_rows(m, y_validation),
+            **_evidence(m, y, split),
         )
         for m in everything
     ]
-    champion, rule = scoring.choose_champion(candidates, metric, n_validation)
+    champion, rule = scoring.choose_champion(candidates, metric, len(y), rows)
     return Routing(
         champion=champion,
         shadow=[m.name for m in everything if m.name != champion],

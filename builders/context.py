@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from contract.feeds import make_feeds
 from contract.manifest import ColumnSpec
 
 SPLITS = ("validation", "test")
+OUT_OF_FOLD = "out_of_fold"
+"""The key of out-of-fold outputs and metrics over train + validation (builders/members.py)."""
 
 
 @dataclass
@@ -94,6 +97,15 @@ class BuildContext:
     @property
     def ys(self) -> dict[str, npt.NDArray[Any]]:
         return {"validation": self.y_val, "test": self.y_test}
+
+    @cached_property
+    def x_fit(self) -> pd.DataFrame:
+        """Train + validation: every labelled row but the test split (the refit and out-of-fold rows)."""
+        return pd.concat([self.x_train, self.x_val])
+
+    @cached_property
+    def y_fit(self) -> npt.NDArray[Any]:
+        return np.concatenate([np.asarray(self.y_train), np.asarray(self.y_val)])
 
 
 def library_versions() -> dict[str, str]:

@@ -127,9 +127,14 @@ def independent_vote_accuracy(accuracies: Sequence[float]) -> float:
     return float(value)
 
 
-def fit_meta(task: str, features: npt.NDArray[np.float32], y: npt.NDArray[Any], seed: int) -> Any:
-    """The stacking meta-learner on out-of-fold member outputs: logistic regression, or a linear
-    regression with non-negative weights (readable as member weights) for regression."""
+def meta_learner(task: str, seed: int) -> Any:
+    """The stacking meta-learner (unfitted): logistic regression, or a linear regression with
+    non-negative weights (readable as member weights) for regression."""
     if task == "regression":
-        return LinearRegression(positive=True).fit(features, y)
-    return LogisticRegression(max_iter=2000, random_state=seed).fit(features, y)
+        return LinearRegression(positive=True)
+    return LogisticRegression(max_iter=2000, random_state=seed)
+
+
+def fit_meta(task: str, features: npt.NDArray[np.float32], y: npt.NDArray[Any], seed: int) -> Any:
+    """The meta-learner fitted on out-of-fold member outputs."""
+    return meta_learner(task, seed).fit(features, y)

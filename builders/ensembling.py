@@ -12,7 +12,7 @@ import pandas as pd
 
 from builders import ensembles as ens
 from builders import latency, scoring
-from builders.context import SPLITS, BuildContext, frame_feeds
+from builders.context import OUT_OF_FOLD, SPLITS, BuildContext, frame_feeds
 from builders.evaluated import Evaluated, Matrix, VoteIndependence
 from builders.members import metrics_of
 from builders.stacking import stack
@@ -144,6 +144,11 @@ def score_combined(ev: Evaluated, members: list[Evaluated], ctx: BuildContext) -
     for split in SPLITS:
         ev.outputs[split] = out = _combined(ev, members, split, ctx)
         ev.metrics[split] = metrics_of(out, ctx.ys[split], ctx)
+    # A fixed combiner's out-of-fold outputs are its members' combined; the stack's meta-model was fit
+    # on those rows, so it is cross-validated instead (builders/stacking.py).
+    if ev.strategy != "stack" and all(OUT_OF_FOLD in m.outputs for m in members):
+        ev.outputs[OUT_OF_FOLD] = out = _combined(ev, members, OUT_OF_FOLD, ctx)
+        ev.metrics[OUT_OF_FOLD] = metrics_of(out, ctx.y_fit, ctx)
 
 
 def ensemble_latency(

@@ -9,15 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import pandas as pd
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from builders import export, latency, scoring
-from builders.context import SPLITS, BuildContext, frame_feeds
+from builders.context import OUT_OF_FOLD, SPLITS, BuildContext, frame_feeds
 from builders.evaluated import Evaluated
 from builders.families import Family
 from builders.preprocess import make_pipeline
@@ -138,11 +140,9 @@ def refit_member(m: Evaluated, ctx: BuildContext) -> bool:
     from them stay those of the train-only fit: they are the held-out evidence the choices rest on.
     When the refit cannot be exported or fails parity, the train-only model serves (False)."""
     assert m.pipeline is not None
-    x = pd.concat([ctx.x_train, ctx.x_val])
-    y = np.concatenate([np.asarray(ctx.y_train), np.asarray(ctx.y_val)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = clone(m.pipeline).fit(x, y)
+        fitted = clone(m.pipeline).fit(ctx.x_fit, ctx.y_fit)
     try:
         onx = export.to_onnx(fitted, ctx.inputs, ctx.classification, m.name)
     except Exception:  # the train-only model exported: keep it
@@ -162,6 +162,30 @@ def refit_member(m: Evaluated, ctx: BuildContext) -> bool:
     m.outputs["test"] = out = from_graph(sess.run(None, ctx.feeds["test"]), ctx.task, m.threshold)
     m.metrics["test"] = metrics_of(out, ctx.y_test, ctx)
     return True
+
+
+def out_of_fold(m: Evaluated, ctx: BuildContext) -> None:
+    """The chosen configuration's out-of-fold outputs over train + validation (the CV's folds, so
+    every family sees the same ones; each row predicted by a fit that never saw it), with the member's
+    decision threshold: what the champion rule and the stacking meta-model judge, on four times the
+    rows one validation split has. From scikit-learn, which parity ties to the served graph."""
+    assert m.pipeline is not None
+    method = "predict" if ctx.task == "regression" else "predict_proba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pred = cross_val_predict(
+            clone(m.pipeline), ctx.x_fit, ctx.y_fit, cv=ctx.cv, method=method, n_jobs=ctx.opts.n_jobs
+        )
+    m.outputs[OUT_OF_FOLD] = out = oof_output(np.asarray(pred), ctx.task, m.threshold)
+    m.metrics[OUT_OF_FOLD] = metrics_of(out, ctx.y_fit, ctx)
+
+
+def oof_output(pred: npt.NDArray[Any], task: str, threshold: float | None) -> Output:
+    """An Output from scikit-learn's predictions, shaped as :func:`contract.outputs.from_graph` shapes
+    a graph's (the argmax as the raw label, the decision threshold applied to the served one)."""
+    if task == "regression":
+        return from_graph([pred], task)
+    return from_graph([np.argmax(pred, axis=1), pred], task, threshold)
 
 
 def metrics_of(out: Output, y: Any, ctx: BuildContext) -> dict[str, float]:

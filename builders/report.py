@@ -15,7 +15,7 @@ from typing import Any
 
 import markdown
 
-from builders.context import BuildContext
+from builders.context import OUT_OF_FOLD, BuildContext
 from builders.evaluated import Evaluated, Matrix, ReportFacts
 from builders.report_plots import write_plots
 from builders.repository import existing_versions
@@ -57,8 +57,10 @@ def leaderboard_rows(
     front = pareto_front([(m.name, oriented(metric, m.metrics["test"][metric]), _latency(m)) for m in models])
     ref = next((m for m in models if m.name == simplest), None)
     ordered = sorted(models, key=lambda m: -oriented(metric, m.metrics["test"][metric]))
+    # the champion rule's evidence: out-of-fold over train + validation (builders/members.py)
+    oof = [metric] + (["log_loss"] if task != "regression" else [])
     header = [
-        "model", "kind", *metrics, f"Δ{metric} vs {simplest}", "onnx µs/row", "batch µs/row",
+        "model", "kind", *metrics, *[f"oof {k}" for k in oof], f"Δ{metric} vs {simplest}", "onnx µs/row", "batch µs/row",
         "sklearn µs/row", "size KB", "train s", "trials", "pareto", "threshold",
     ]  # fmt: skip
     rows = []
@@ -73,6 +75,7 @@ def leaderboard_rows(
                 m.name + (" ★" if m.name == champion else ""),
                 m.kind,
                 *[_fmt(t.get(k)) for k in metrics],
+                *[_fmt(m.metrics.get(OUT_OF_FOLD, {}).get(k)) for k in oof],
                 ("+" if gain is not None and gain >= 0 else "") + _fmt(gain),
                 _fmt(lat.onnx_single_row_us, 1),
                 _fmt(lat.onnx_batch_row_us, 2),

@@ -156,6 +156,7 @@ class Candidate:
 
     name: str
     validation_score: float
+    """The metric on the rows the rule judges (out-of-fold over train + validation in a build)."""
     latency_us: float
     eligible: bool
     size_bytes: int = 0
@@ -164,6 +165,8 @@ class Candidate:
     """Classification: per validation row, whether the served label is right (for paired errors)."""
     log_loss: npt.NDArray[np.float64] | None = None
     """Classification: per validation row, -log P(true class), P clipped at LOG_LOSS_FLOOR."""
+    sq_error: npt.NDArray[np.float64] | None = None
+    """Regression: per row, the squared error (for paired differences)."""
     vote_shares: bool = False
     """A hard vote's "probabilities" are vote shares (0 or 1 when members agree): judged on log loss,
     but never the log-loss reference others must approach."""
@@ -199,7 +202,7 @@ def _within_paired_noise(mine: npt.NDArray[Any], best: npt.NDArray[Any]) -> bool
     return float(d.mean()) <= PAIRED_Z * se + 1e-12
 
 
-def _near_paired(pool: list[Candidate]) -> tuple[list[Candidate], str]:
+def _near_paired(pool: list[Candidate], rows: str, n: int) -> tuple[list[Candidate], str]:
     """Classification with per-row outcomes: within paired noise of the most accurate model on
     accuracy, and of the model with the lowest log loss on log loss."""
     wrong = {c.name: ~np.asarray(c.correct, dtype=np.bool_) for c in pool}
@@ -210,8 +213,8 @@ def _near_paired(pool: list[Candidate]) -> tuple[list[Candidate], str]:
     on_acc = [c for c in pool if _within_paired_noise(wrong[c.name], wrong[best_acc.name])]
     both = [c for c in on_acc if _within_paired_noise(loss[c.name], loss[best_ll.name])]
     words = (
-        f"whose validation accuracy trails the most accurate ({best_acc.name}: "
-        f"{1 - float(wrong[best_acc.name].mean()):.4f}) and whose validation log loss trails the lowest "
+        f"whose {rows} accuracy over {n} rows trails the most accurate ({best_acc.name}: "
+        f"{1 - float(wrong[best_acc.name].mean()):.4f}) and whose log loss trails the lowest "
         f"({best_ll.name}: {float(loss[best_ll.name].mean()):.4f}) by no more than the 95% interval of the "
         f"paired per-row differences allows ({PAIRED_Z:g} paired standard errors)"
     )
@@ -220,33 +223,51 @@ def _near_paired(pool: list[Candidate]) -> tuple[list[Candidate], str]:
     return both, words
 
 
-def choose_champion(candidates: Sequence[Candidate], metric: str, n_validation: int) -> tuple[str, str]:
-    """One-standard-error rule: the fastest eligible model whose validation score is within one
-    standard error of the best; for classification with per-row outcomes, within the noise of the
-    paired differences on accuracy and on log loss (a cheaper model is preferred only at a cost the
-    validation rows cannot tell from noise). Returns (name, the rule in words)."""
+def _near_paired_regression(pool: list[Candidate], rows: str, n: int) -> tuple[list[Candidate], str]:
+    """Regression with per-row squared errors: within paired noise of the lowest mean squared error."""
+    sq = {c.name: np.asarray(c.sq_error, dtype=np.float64) for c in pool}
+    best = min(pool, key=lambda c: (float(sq[c.name].mean()), c.name))
+    near = [c for c in pool if _within_paired_noise(sq[c.name], sq[best.name])]
+    words = (
+        f"whose {rows} squared error over {n} rows trails the lowest ({best.name}: RMSE "
+        f"{math.sqrt(float(sq[best.name].mean())):.4f}) by no more than the 95% interval of the paired "
+        f"per-row differences allows ({PAIRED_Z:g} paired standard errors)"
+    )
+    return near, words
+
+
+def choose_champion(
+    candidates: Sequence[Candidate], metric: str, n_rows: int, rows: str = "validation"
+) -> tuple[str, str]:
+    """One-standard-error rule: the fastest eligible model whose score is within one standard error of
+    the best; with per-row outcomes, within the noise of the paired differences (accuracy and log loss
+    for classification, squared error for regression): a cheaper model is preferred only at a cost
+    the rows cannot tell from noise. ``rows`` names the rows judged, for the words. Returns (name, the
+    rule in words)."""
     pool = [c for c in candidates if c.eligible]
     if not pool:
         raise ValueError("no eligible candidate for champion")
     best = max(pool, key=lambda c: oriented(metric, c.validation_score))
-    se = standard_error(metric, best.validation_score, n_validation)
+    se = standard_error(metric, best.validation_score, n_rows)
     cutoff = oriented(metric, best.validation_score) - se
     near = [c for c in pool if oriented(metric, c.validation_score) >= cutoff - 1e-12]
     closeness = (
-        f"whose validation {metric} is within one standard error ({se:.4f}) of the best "
+        f"whose {rows} {metric} over {n_rows} rows is within one standard error ({se:.4f}) of the best "
         f"({best.name}: {best.validation_score:.4f})"
     )
     if metric == "accuracy" and all(c.correct is not None and c.log_loss is not None for c in pool):
-        near, closeness = _near_paired(pool)
+        near, closeness = _near_paired(pool, rows, n_rows)
+    elif metric == "rmse" and all(c.sq_error is not None for c in pool):
+        near, closeness = _near_paired_regression(pool, rows, n_rows)
     # Latency measured during a build is noisy (a busy machine shifts it by tens of percent): models
-    # within LATENCY_TOLERANCE of the fastest count as equally fast, and among those the validation
-    # score decides, then the smaller graph, then the name, so timing noise cannot change the champion.
+    # within LATENCY_TOLERANCE of the fastest count as equally fast, and among those the score
+    # decides, then the smaller graph, then the name, so timing noise cannot change the champion.
     fastest = min(c.latency_us for c in near)
     fast = [c for c in near if c.latency_us <= fastest * LATENCY_TOLERANCE]
     champion = min(fast, key=lambda c: (-oriented(metric, c.validation_score), c.size_bytes, c.name))
     rule = (
         f"fastest model (ONNX single-row latency; within {LATENCY_TOLERANCE:g}x of the fastest counts as equally "
-        f"fast, then the better validation score, then the smaller ONNX graph) {closeness}; baseline and "
+        f"fast, then the better {rows} score, then the smaller ONNX graph) {closeness}; baseline and "
         f"models that failed parity are not eligible"
     )
     return champion.name, rule

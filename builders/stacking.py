@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import cross_val_predict
 
 from builders import ensembles as ens
 from builders import export, scoring
-from builders.context import BuildContext
+from builders.context import OUT_OF_FOLD, BuildContext
 from builders.evaluated import Evaluated
-from builders.members import session
+from builders.members import metrics_of, oof_output, session
 from contract.combine import stack_features
 from contract.manifest import ParityRecord
+from contract.outputs import Output
 
 
 def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
@@ -26,16 +28,12 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
     from builders.ensembling import score_combined  # the same scoring as every combiner
 
     started = time.perf_counter()
-    method = "predict" if ctx.task == "regression" else "predict_proba"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        oof = [
-            cross_val_predict(
-                clone(m.pipeline), ctx.x_train, ctx.y_train, cv=ctx.cv, method=method, n_jobs=ctx.opts.n_jobs
-            )
-            for m in chosen
-        ]
-    meta = ens.fit_meta(ctx.task, stack_features(oof, ctx.task), ctx.y_train, ctx.opts.seed)
+    # The members' out-of-fold outputs over train + validation (builders/members.py): every row's
+    # features come from a fit that never saw the row, as the served members' outputs on new rows do.
+    y = ctx.y_fit
+    oof = [_values(m.outputs[OUT_OF_FOLD], ctx.task) for m in chosen]
+    features = stack_features(oof, ctx.task)
+    meta = ens.fit_meta(ctx.task, features, y, ctx.opts.seed)
     width = len(chosen) * (1 if ctx.task in ("regression", "binary") else ctx.n_classes)
     onx = export.to_onnx(meta, [("features", FloatTensorType([None, width]))], ctx.classification, "stack")
     ev = Evaluated(
@@ -43,7 +41,7 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
         kind="ensemble",
         family="stack",
         description=("logistic regression" if ctx.classification else "non-negative linear regression")
-        + " trained on out-of-fold member outputs",
+        + " trained on the members' out-of-fold outputs over train + validation",
         strategy="stack",
         members=[m.name for m in chosen],
     )
@@ -58,6 +56,7 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
         assert proba is not None
         ev.threshold = scoring.choose_threshold(proba[:, 1], ctx.y_val, *ctx.costs)
     score_combined(ev, chosen, ctx)
+    _own_out_of_fold(ev, features, ctx)
     coef = np.asarray(getattr(meta, "coef_", []), dtype=float)
     ev.hyperparameters = {
         "meta_model": type(meta).__name__,
@@ -66,6 +65,23 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
     }
     ev.training_seconds = round(time.perf_counter() - started, 3)
     return ev
+
+
+def _values(out: Output, task: str) -> Any:
+    return out.values if task == "regression" else out.proba
+
+
+def _own_out_of_fold(ev: Evaluated, features: npt.NDArray[np.float32], ctx: BuildContext) -> None:
+    """The stack's own out-of-fold outputs: the meta-learner cross-validated on the members'
+    out-of-fold outputs, over the same folds (for the champion rule, beside every other model's)."""
+    method = "predict" if ctx.task == "regression" else "predict_proba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pred = cross_val_predict(
+            ens.meta_learner(ctx.task, ctx.opts.seed), features, ctx.y_fit, cv=ctx.cv, method=method
+        )
+    ev.outputs[OUT_OF_FOLD] = out = oof_output(np.asarray(pred), ctx.task, ev.threshold)
+    ev.metrics[OUT_OF_FOLD] = metrics_of(out, ctx.y_fit, ctx)
 
 
 def _parity(ev: Evaluated, meta: object, chosen: list[Evaluated], ctx: BuildContext) -> ParityRecord:

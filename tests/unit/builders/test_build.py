@@ -92,7 +92,7 @@ def test_every_member_passed_parity_and_has_a_card(repo: BundledBuild) -> None:
         assert card.parity.rows == len(repo.y_test)
         assert card.sha256 == spec.sha256 == sha256_file(repo.version_dir / spec.path)
         assert card.file_size_bytes == (repo.version_dir / spec.path).stat().st_size
-        assert set(card.metrics) == {"validation", "test"}
+        assert set(card.metrics) == {"validation", "test", "out_of_fold"}
         assert card.primary_metric == repo.manifest.primary_metric
         assert card.latency is not None and card.latency.onnx_single_row_us > 0
         assert card.dataset == repo.manifest.dataset
@@ -151,10 +151,15 @@ def test_champion_and_shadows(repo: BundledBuild) -> None:
     routing = repo.manifest.routing
     assert routing.champion != "dummy"
     assert sorted([routing.champion, *routing.shadow]) == sorted(repo.manifest.variant_names())
+    # judged on out-of-fold outputs over every labelled row but the test split, paired per row
+    split = repo.result.facts.split_rows
+    assert "out-of-fold (train + validation) " in routing.rule
+    assert f"over {split['train'] + split['validation']} rows" in routing.rule
+    assert "paired standard errors" in routing.rule
     if repo.manifest.task == "regression":
-        assert "within one standard error" in routing.rule
-    else:  # classification: paired differences on accuracy and log loss
-        assert "paired standard errors" in routing.rule and "log loss" in routing.rule
+        assert "squared error" in routing.rule
+    else:
+        assert "log loss" in routing.rule
     assert repo.result.facts.champion == routing.champion
 
 

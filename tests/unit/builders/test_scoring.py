@@ -292,3 +292,18 @@ def test_a_hard_votes_vote_shares_are_never_the_log_loss_reference() -> None:
     logreg = _rows("logreg", right, np.full(40, 0.9), latency=10.0)
     name, rule = choose_champion([vote, logreg], "accuracy", 40)
     assert name == "logreg" and "lowest (logreg" in rule
+
+
+def test_paired_rule_for_regression_keeps_a_cheap_model_only_within_noise() -> None:
+    """Squared errors on the same rows: a model a little worse on a few rows is level; one worse on
+    every row by a clear margin is not, however much faster it is."""
+    rng = np.random.default_rng(3)
+    err = rng.normal(0, 10, 400)
+    best = Candidate("forest", 10.0, 90.0, True, sq_error=err**2)
+    noisy = err.copy()
+    noisy[:3] *= 1.5
+    level = Candidate("ridge", 10.1, 10.0, True, sq_error=noisy**2)
+    behind = Candidate("tree", 12.0, 5.0, True, sq_error=(np.abs(err) + 3.0) ** 2)
+    name, rule = choose_champion([best, level], "rmse", 400, "out-of-fold")
+    assert name == "ridge" and "out-of-fold squared error over 400 rows" in rule
+    assert choose_champion([best, behind], "rmse", 400)[0] == "forest"
