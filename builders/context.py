@@ -26,6 +26,7 @@ from contract.feeds import make_feeds
 from contract.manifest import ColumnSpec
 
 SPLITS = ("validation", "test")
+SEARCH_STRATEGIES = ("random", "halving")
 OUT_OF_FOLD = "out_of_fold"
 """The key of out-of-fold outputs and metrics over train + validation (builders/members.py)."""
 
@@ -44,6 +45,9 @@ class BuildOptions:
     time_budget_s: float | None = None
     """Search seconds for the whole build, split equally across families; trials run in a fixed
     order until a family's share is spent (at least one), instead of ``budget`` trials."""
+    search: str = "random"
+    """"random" (``budget`` seeded random trials per family) or "halving" (successive halving over 3x
+    ``budget`` candidates per family; builders/search.py)."""
     families: list[str] | None = None
     fp_cost: float | None = None
     fn_cost: float | None = None
@@ -209,6 +213,10 @@ def check_options(opts: BuildOptions) -> None:
         raise BuildError(f"--budget: expected a positive number of trials, got {opts.budget}")
     if opts.time_budget_s is not None and not (opts.time_budget_s > 0 and np.isfinite(opts.time_budget_s)):
         raise BuildError(f"--time-budget: expected a positive number of seconds, got {opts.time_budget_s}")
+    if opts.search not in SEARCH_STRATEGIES:
+        raise BuildError(f"--search: expected one of {', '.join(SEARCH_STRATEGIES)}, got {opts.search!r}")
+    if opts.search == "halving" and opts.time_budget_s is not None:
+        raise BuildError("--search halving: expected a trial budget (--budget), not --time-budget")
     if (opts.fp_cost is None) != (opts.fn_cost is None):
         raise BuildError("--fp-cost and --fn-cost: expected both or neither")
     for flag, value in (("--fp-cost", opts.fp_cost), ("--fn-cost", opts.fn_cost)):

@@ -132,7 +132,10 @@ def meta_learner(task: str, seed: int) -> Any:
     non-negative weights (readable as member weights) for regression."""
     if task == "regression":
         return LinearRegression(positive=True)
-    return LogisticRegression(max_iter=2000, random_state=seed)
+    # Converged far past the default tolerance: member probabilities sum to 1, so the features are
+    # nearly collinear and L-BFGS stopping at 1e-4 landed on coefficients 0.02 apart depending on the
+    # last bits of BLAS sums (seen between a loaded and a quiet run of the same build).
+    return LogisticRegression(max_iter=10_000, tol=1e-10, random_state=seed)
 
 
 def fit_meta(task: str, features: npt.NDArray[np.float32], y: npt.NDArray[Any], seed: int) -> Any:

@@ -28,8 +28,10 @@ from sklearn.base import BaseEstimator
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier, XGBRegressor
 
+from builders import boosting
 from contract.manifest import NUMERIC_INPUT, ColumnSpec, ParityRecord
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -186,7 +188,12 @@ def float32_thresholds(model: BaseEstimator) -> None:
 def to_onnx(
     model: BaseEstimator, inputs: list[tuple[str, Any]], classifier: bool, name: str
 ) -> onnx.ModelProto:
-    """Convert with plain tensor outputs (label + probabilities, or variable)."""
+    """Convert with plain tensor outputs (label + probabilities, or variable); an early-stopped
+    boosting step converts as the plain estimator it refit (builders/boosting.py)."""
+    if isinstance(model, Pipeline):
+        model = Pipeline([(n, boosting.served(s)) for n, s in model.steps])
+    else:
+        model = boosting.served(model)
     float32_thresholds(model)
     with warnings.catch_warnings():
         # skl2onnx 1.20 + protobuf 6 warn on HistGradientBoosting's boolean attributes; harmless, and

@@ -27,6 +27,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from xgboost import XGBClassifier, XGBRegressor
 
+from builders.boosting import early_stopped
 from builders.errors import BuildError
 
 
@@ -55,16 +56,15 @@ _FOREST_SPACE = {
     "max_features": ["sqrt", 0.5, 1.0],
     "min_samples_leaf": randint(1, 10),
 }
+# Boosting: no rounds in the spaces, early stopping decides them (builders/boosting.py; up to 1,000);
+# leaves and depth wide enough for tables of a few thousand rows, row and column subsampling.
 _HGB_SPACE = {
     "learning_rate": loguniform(0.02, 0.3),
-    "max_leaf_nodes": [7, 15, 31],
-    "max_iter": [50, 100, 200],
+    "max_leaf_nodes": [7, 15, 31, 63],
+    "min_samples_leaf": randint(5, 40),
     "l2_regularization": loguniform(1e-4, 1.0),
 }
-# The boosting libraries: more rounds with a smaller learning rate than hist_gb's space, leaves and
-# depth wide enough for tables of a few thousand rows, row and column subsampling.
 _LGBM_SPACE = {
-    "n_estimators": [100, 200, 400],
     "learning_rate": loguniform(0.02, 0.2),
     "num_leaves": [7, 15, 31, 63],
     "min_child_samples": randint(5, 40),
@@ -74,7 +74,6 @@ _LGBM_SPACE = {
     "subsample_freq": [1],
 }
 _XGB_SPACE = {
-    "n_estimators": [100, 200, 400],
     "learning_rate": loguniform(0.02, 0.2),
     "max_depth": [2, 3, 4, 6, 8],
     "min_child_weight": loguniform(0.5, 10.0),
@@ -82,6 +81,13 @@ _XGB_SPACE = {
     "colsample_bytree": uniform(0.5, 0.5),
     "subsample": uniform(0.6, 0.4),
 }
+
+
+def _stopped(space: dict[str, Any]) -> dict[str, Any]:
+    """A boosting space addressed to the estimator inside the early-stopping wrapper."""
+    return {f"estimator__{k}": v for k, v in space.items()}
+
+
 _MLP_SPACE = {
     "hidden_layer_sizes": [(16,), (32,), (64,), (32, 16)],
     "alpha": loguniform(1e-5, 1e-1),
@@ -145,22 +151,22 @@ CLASSIFIERS: tuple[Family, ...] = (
     ),
     Family(
         "hist_gb",
-        lambda s: HistGradientBoostingClassifier(random_state=s),
-        _HGB_SPACE,
+        lambda s: early_stopped(HistGradientBoostingClassifier(random_state=s), s),
+        _stopped(_HGB_SPACE),
         False,
         "boosting: trees fit sequentially to the previous mistakes; strong on tabular data",
     ),
     Family(
         "lightgbm",
-        lambda s: LGBMClassifier(random_state=s, n_jobs=1, verbose=-1),
-        _LGBM_SPACE,
+        lambda s: early_stopped(LGBMClassifier(random_state=s, n_jobs=1, verbose=-1), s),
+        _stopped(_LGBM_SPACE),
         False,
         "LightGBM: leaf-wise boosted trees on histogram bins; strong on tabular data, can overfit few rows",
     ),
     Family(
         "xgboost",
-        lambda s: XGBClassifier(random_state=s, n_jobs=1, tree_method="hist"),
-        _XGB_SPACE,
+        lambda s: early_stopped(XGBClassifier(random_state=s, n_jobs=1, tree_method="hist"), s),
+        _stopped(_XGB_SPACE),
         False,
         "XGBoost: depth-wise boosted trees with second-order gradients and L2 on leaf weights",
     ),
@@ -213,22 +219,22 @@ REGRESSORS: tuple[Family, ...] = (
     ),
     Family(
         "hist_gb",
-        lambda s: HistGradientBoostingRegressor(random_state=s),
-        _HGB_SPACE,
+        lambda s: early_stopped(HistGradientBoostingRegressor(random_state=s), s),
+        _stopped(_HGB_SPACE),
         False,
         "boosting: trees fit sequentially to the previous residuals",
     ),
     Family(
         "lightgbm",
-        lambda s: LGBMRegressor(random_state=s, n_jobs=1, verbose=-1),
-        _LGBM_SPACE,
+        lambda s: early_stopped(LGBMRegressor(random_state=s, n_jobs=1, verbose=-1), s),
+        _stopped(_LGBM_SPACE),
         False,
         "LightGBM: leaf-wise boosted trees on histogram bins, fit to the previous residuals",
     ),
     Family(
         "xgboost",
-        lambda s: XGBRegressor(random_state=s, n_jobs=1, tree_method="hist"),
-        _XGB_SPACE,
+        lambda s: early_stopped(XGBRegressor(random_state=s, n_jobs=1, tree_method="hist"), s),
+        _stopped(_XGB_SPACE),
         False,
         "XGBoost: depth-wise boosted trees with second-order gradients and L2 on leaf weights",
     ),

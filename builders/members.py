@@ -54,8 +54,9 @@ def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -
         seed=opts.seed,
         n_jobs=opts.n_jobs,
         seconds=seconds,
+        strategy=opts.search,
     )
-    ev.pipeline, ev.search, ev.hyperparameters = fitted, record, params
+    ev.pipeline, ev.search, ev.hyperparameters = fitted, record, with_rounds(params, fitted)
     if opts.learning_curves:
         ev.learning_curve, ev.still_improving = learning_points(
             fitted, ctx.x_train, ctx.y_train, task=ctx.task, cv=ctx.cv, n_jobs=opts.n_jobs
@@ -73,6 +74,15 @@ def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -
         ev.excluded = f"parity check failed: {ev.parity.reason}"
     ev.latency = member_latency(ev.session, fitted, ctx.table.columns, ctx.x_test, ctx.classification)
     return ev
+
+
+ROUNDS = "rounds (early stopping)"
+
+
+def with_rounds(params: dict[str, Any], pipeline: Pipeline) -> dict[str, Any]:
+    """The card's hyperparameters with the rounds early stopping chose for the served fit (boosting)."""
+    rounds = getattr(pipeline.steps[-1][1], "rounds_", None)
+    return {**params, ROUNDS: int(rounds)} if rounds is not None else params
 
 
 def _parity(session: ort.InferenceSession, fitted: Pipeline, family: str, ctx: BuildContext) -> Any:
@@ -152,6 +162,7 @@ def refit_member(m: Evaluated, ctx: BuildContext) -> bool:
     parity = _parity(sess, fitted, m.family, ctx)
     if not parity.passed:
         return False
+    m.hyperparameters = with_rounds(m.hyperparameters, fitted)
     m.pipeline, m.onnx_bytes, m.session, m.parity, m.trained_on = (
         fitted,
         raw,

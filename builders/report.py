@@ -117,7 +117,8 @@ def _budget(members: list[Evaluated]) -> str:
         s = m.search
         assert s is not None
         rows.append(
-            [m.name, f"{s.budget_seconds:g} s" if s.budget_seconds is not None else str(s.budget_trials),
+            [m.name, f"{s.budget_seconds:g} s" if s.budget_seconds is not None
+             else str(s.budget_trials) + (" (halving)" if s.strategy == "halving" else ""),
              str(s.trials_run), str(s.cv_folds), str(s.seed),
              _fmt(s.seconds, 1), _fmt(abs(s.best_cv_score or 0.0)), "yes" if m.still_improving else "no",
              m.description]

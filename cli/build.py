@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -28,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="search seconds for the build, split equally across families (instead of --budget trials)",
     )
+    parser.add_argument(
+        "--search",
+        choices=["random", "halving"],
+        default="random",
+        help="random: --budget seeded trials per family; halving: successive halving over 3x --budget "
+        "candidates per family (most of them on a sample of the rows)",
+    )
     parser.add_argument("--families", nargs="+", help="families to train (baseline and simplest always run)")
     parser.add_argument("--fp-cost", type=float, help="cost of a false positive (binary; with --fn-cost)")
     parser.add_argument("--fn-cost", type=float, help="cost of a false negative (binary; with --fp-cost)")
@@ -39,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-refit",
         action="store_true",
         help="serve the models fitted on the training split only (default: refit on train + validation)",
+    )
+    parser.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="log the build to MLflow: a tracking server (http://...) or store URI; without URI, a "
+        "SQLite store in the repository root (<out>/.mlflow/)",
     )
     dask = parser.add_mutually_exclusive_group()
     dask.add_argument(
@@ -65,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         budget=args.budget,
         time_budget_s=args.time_budget,
+        search=args.search,
         families=args.families,
         fp_cost=args.fp_cost,
         fn_cost=args.fn_cost,
@@ -76,7 +93,13 @@ def run(args: argparse.Namespace) -> int:
         dask_scheduler=args.dask_scheduler,
         dask_local=args.dask_local,
     )
+    uri = None
     try:
+        if args.mlflow is not None:
+            from builders import tracking
+
+            uri = args.mlflow or tracking.default_uri(args.out)
+            tracking.check_uri(uri)
         result = run_build(opts, progress=lambda msg: console.print(msg, markup=False))
     except BuildError as exc:
         print(f"gateway build: error: {exc}", file=sys.stderr)
@@ -103,4 +126,22 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"wrote {result.path} in {result.seconds:.1f}s; report: {result.path / 'report.html'}", markup=False
     )
+    return 0 if uri is None else _track(uri, result, vars(args), console)
+
+
+def _track(uri: str, result: Any, options: dict[str, Any], console: Console) -> int:
+    """Log the written version to MLflow; a failure says the version is written and not logged."""
+    from builders import tracking
+
+    logged = {k: v for k, v in options.items() if k not in ("command", "func", "mlflow") and v is not None}
+    try:
+        run_id = tracking.log_version(uri, result.path, logged, result.seconds)
+    except Exception as exc:  # any MLflow failure: the repository stays written (nothing to undo)
+        print(
+            f"gateway build: error: {result.path} is written, but logging it to MLflow at {uri} failed: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    console.print(f"logged to MLflow at {uri}: run {run_id}", markup=False)
     return 0

@@ -83,6 +83,8 @@ class SearchRecord(_Strict):
     scoring: str = ""
     budget_seconds: float | None = None
     """With a time budget: this family's share of it (trials then run until it is spent)."""
+    strategy: str = "random"
+    """"random" (seeded random trials), or "halving" (successive halving over 3x the trials)."""
 
 
 class ParityRecord(_Strict):

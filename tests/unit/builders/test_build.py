@@ -331,6 +331,26 @@ def test_a_second_build_publishes_version_two(iris_repo: BundledBuild, tmp_path:
     assert "## Against version" not in (root / "iris" / "1" / "report.md").read_text()
 
 
+def test_halving_search_scores_three_times_the_candidates_and_is_reproducible(tmp_path: Path) -> None:
+    """--search halving: every family gets 3x the trial budget in candidates (the same for all), most
+    scored on a sample of the rows; the same seed picks the same configuration every time."""
+    builds = [
+        run_build(
+            BuildOptions(
+                dataset="breast_cancer", out=tmp_path / str(i), budget=3, families=["tree", "lightgbm"],
+                search="halving", learning_curves=False,
+            )
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    for name in ("logreg", "tree", "lightgbm"):
+        first, second = (next(m for m in b.models if m.name == name) for b in builds)
+        assert first.search is not None and first.search.strategy == "halving"
+        assert first.search.trials_run == first.search.budget_trials == 9, name
+        assert first.hyperparameters == second.hyperparameters, name
+    assert "9 (halving)" in (builds[0].path / "report.md").read_text()
+
+
 def test_a_time_budget_runs_trials_in_a_fixed_order_until_each_familys_share_is_spent(tmp_path: Path) -> None:
     """--time-budget: split equally over the families; each runs at least one trial, in the seeded
     order, so only the number of trials depends on the machine; the card and report say how many."""

@@ -260,7 +260,7 @@ def test_lightgbm_thresholds_become_float32_exact_without_changing_an_answer(
     inputs = [(NUMERIC_INPUT, FloatTensorType([None, 2]))]
 
     def graph_error(rewrite: bool) -> float:
-        model = family.make(0).set_params(n_estimators=20, min_child_samples=5).fit(x, upper)
+        model = family.make(0).estimator.set_params(n_estimators=20, min_child_samples=5).fit(x, upper)
         before = model.predict_proba(x)
         if not rewrite:
             monkeypatch.setattr(export, "float32_thresholds", lambda m: None)

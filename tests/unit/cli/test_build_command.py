@@ -70,6 +70,10 @@ BAD_INPUT = {
         lambda t: ["--dataset", "iris", "--time-budget", "0"],
         "--time-budget: expected a positive number of seconds, got 0.0",
     ),
+    "halving with a time budget": (
+        lambda t: ["--dataset", "iris", "--search", "halving", "--time-budget", "5"],
+        "--search halving: expected a trial budget (--budget), not --time-budget",
+    ),
     "one cost only": (lambda t: ["--dataset", "breast_cancer", "--fp-cost", "1"], "expected both or neither"),
     "negative cost": (
         lambda t: ["--dataset", "breast_cancer", "--fp-cost", "-1", "--fn-cost", "2"],
