@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.envs import ensure_venv
 from benchmarks.servers import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,23 +196,8 @@ def oip_body(repo: Repo, records: list[dict[str, Any]], sklearn: bool) -> bytes:
 
 def ensure_mlserver_env() -> Path:
     """MLServer's own virtualenv (created with MLSERVER_PINS when missing or broken); its python."""
-    python = MLSERVER_ENV / "bin" / "python"
     probe = "import mlserver, mlserver_sklearn, sklearn, onnxruntime; assert sklearn.__version__ == '1.9.1'"
-    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
-        return python
-    log(f"creating MLServer's virtualenv {MLSERVER_ENV} (pip install {' '.join(MLSERVER_PINS)}; ~2 min)")
-    base = Path(getattr(sys, "_base_executable", sys.executable))
-    subprocess.run([str(base), "-m", "venv", str(MLSERVER_ENV)], check=True, timeout=300)
-    with (WORK / "mlserver-pip.log").open("w") as fh:
-        subprocess.run(
-            [str(python), "-m", "pip", "install", *MLSERVER_PINS],
-            check=True,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=1800,
-        )
-    subprocess.run([str(python), "-c", probe], check=True)
-    return python
+    return ensure_venv(MLSERVER_ENV, MLSERVER_PINS, probe, WORK / "mlserver-pip.log", log)
 
 
 def start_mlserver(

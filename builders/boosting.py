@@ -22,6 +22,8 @@ VALIDATION_FRACTION = 0.15
 PATIENCE = 20
 """Rounds without improvement of the held-out loss before stopping."""
 MAX_ROUNDS = 1000
+FALLBACK_ROUNDS = 100
+"""Rounds when the rows cannot spare a held-out share with every class in both parts."""
 
 
 def _rounds(model: Any, x: Any, y: Any, x_val: Any, y_val: Any) -> int:
@@ -66,11 +68,17 @@ class _EarlyStopped(BaseEstimator):
 
     def fit(self, x: Any, y: npt.NDArray[Any]) -> _EarlyStopped:
         y = np.asarray(y)
-        stratify = y if is_classifier(self.estimator) and np.bincount(y).min() >= 2 else None
-        x_fit, x_val, y_fit, y_val = train_test_split(
-            x, y, test_size=VALIDATION_FRACTION, random_state=self.random_state, stratify=stratify
-        )
-        self.rounds_ = _rounds(clone(self.estimator), x_fit, y_fit, x_val, y_val)
+        classifier = is_classifier(self.estimator)
+        counts = np.unique(y, return_counts=True)[1] if classifier else None
+        if counts is not None and (counts.min() < 2 or len(counts) > VALIDATION_FRACTION * len(y)):
+            # a class too rare to be on both sides of the split (XGBoost refuses a missing class)
+            self.rounds_ = FALLBACK_ROUNDS
+        else:
+            x_fit, x_val, y_fit, y_val = train_test_split(
+                x, y, test_size=VALIDATION_FRACTION, random_state=self.random_state,
+                stratify=y if classifier else None,
+            )  # fmt: skip
+            self.rounds_ = _rounds(clone(self.estimator), x_fit, y_fit, x_val, y_val)
         self.estimator_ = _set_rounds(clone(self.estimator), self.rounds_).fit(x, y)
         if hasattr(self.estimator_, "classes_"):
             self.classes_ = self.estimator_.classes_

@@ -24,10 +24,12 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from xgboost import XGBClassifier, XGBRegressor
 
 from builders.boosting import early_stopped
+from builders.clusters import ClusterFeatures
 from builders.errors import BuildError
 
 
@@ -86,6 +88,15 @@ _XGB_SPACE = {
 def _stopped(space: dict[str, Any]) -> dict[str, Any]:
     """A boosting space addressed to the estimator inside the early-stopping wrapper."""
     return {f"estimator__{k}": v for k, v in space.items()}
+
+
+# k-means distances beside the (scaled) inputs into a linear model: the chapter's "clustering as
+# features" combination; the number of centres and the downstream regularisation are searched.
+_CLUSTER_SPACE = {"clusters__n_clusters": [4, 8, 16, 32]}
+
+
+def _clustered(model: BaseEstimator, seed: int) -> Pipeline:
+    return Pipeline([("clusters", ClusterFeatures(random_state=seed)), ("downstream", model)])
 
 
 _MLP_SPACE = {
@@ -171,6 +182,13 @@ CLASSIFIERS: tuple[Family, ...] = (
         "XGBoost: depth-wise boosted trees with second-order gradients and L2 on leaf weights",
     ),
     Family(
+        "kmeans_logreg",
+        lambda s: _clustered(LogisticRegression(max_iter=2000), s),
+        {**_CLUSTER_SPACE, "downstream__C": loguniform(1e-3, 1e2)},
+        True,
+        "logistic regression on the inputs and their distances to k-means centres (radial features)",
+    ),
+    Family(
         "mlp",
         lambda s: MLPClassifier(max_iter=400, random_state=s),
         _MLP_SPACE,
@@ -237,6 +255,13 @@ REGRESSORS: tuple[Family, ...] = (
         _stopped(_XGB_SPACE),
         False,
         "XGBoost: depth-wise boosted trees with second-order gradients and L2 on leaf weights",
+    ),
+    Family(
+        "kmeans_ridge",
+        lambda s: _clustered(Ridge(), s),
+        {**_CLUSTER_SPACE, "downstream__alpha": loguniform(1e-3, 1e3)},
+        True,
+        "ridge on the inputs and their distances to k-means centres (radial features)",
     ),
     Family(
         "mlp",

@@ -220,12 +220,18 @@ def learning_points(
             shuffle=True,
             random_state=0,
         )
+    # A size where a fit failed scores NaN (a 7-class table's smallest subset can miss a class, which
+    # XGBoost refuses): that point is left out rather than written as a number that is not one.
+    finite = np.all(np.isfinite(test_scores), axis=1)
+    sizes, test_scores = sizes[finite], test_scores[finite]
     means = test_scores.mean(axis=1)
     stds = test_scores.std(axis=1)
     points = [
         LearningPoint(train_rows=int(n), score=float(m), score_std=float(s))
         for n, m, s in zip(sizes, means, stds, strict=True)
     ]
+    if len(points) < 2:
+        return points, False
     last_gain = means[-1] - means[-2]
     total_gain = means[-1] - means[0]
     floor = 0.002 if task != "regression" else 0.002 * abs(means[-1])

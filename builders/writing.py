@@ -13,6 +13,7 @@ from builders.evaluated import Evaluated, ReportFacts
 from builders.repository import publish, staging
 from contract.manifest import CARD_FILE, EnsembleSpec, Manifest, MemberSpec, Routing
 from contract.reference import REFERENCE_FILE, build_reference
+from contract.verify import load_card
 
 
 def write_version(
@@ -72,6 +73,9 @@ def _stage(m: Evaluated, tmp: Path, ctx: BuildContext, metric: str) -> MemberSpe
     )
     card = m.card(ctx.table.fingerprint, ctx.versions, metric, estimator)
     (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
+    # Read back as the service will: a value the schema refuses (a NaN becomes null) must fail the
+    # build here, inside the staging folder, not the service's load of a published version.
+    load_card(folder / CARD_FILE)
     card_rel = str((folder / CARD_FILE).relative_to(tmp))
     if m.kind == "member":
         assert onnx_rel is not None and card.sha256 is not None

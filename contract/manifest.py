@@ -153,7 +153,9 @@ class ModelCard(_Strict):
     hyperparameters: dict[str, Any] = {}
     search: SearchRecord | None = None
     metrics: dict[str, dict[str, float]] = {}
-    """Metrics per split ("validation", "test"), computed from the served (ONNX) outputs."""
+    """Metrics per split ("validation", "test"), computed from the served (ONNX) outputs; builds since
+    out-of-fold scoring also carry "out_of_fold" (the configuration cross-validated over train +
+    validation, what the champion rule judges)."""
     primary_metric: str
     latency: LatencyRecord | None = None
     file_size_bytes: int = 0

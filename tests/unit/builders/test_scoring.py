@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -307,3 +308,34 @@ def test_paired_rule_for_regression_keeps_a_cheap_model_only_within_noise() -> N
     name, rule = choose_champion([best, level], "rmse", 400, "out-of-fold")
     assert name == "ridge" and "out-of-fold squared error over 400 rows" in rule
     assert choose_champion([best, behind], "rmse", 400)[0] == "forest"
+
+
+def test_a_learning_curve_point_whose_fits_fail_is_left_out_not_written_as_nan() -> None:
+    """A 7-class table's smallest subset can miss a class, which XGBoost refuses: that size scores NaN
+    in scikit-learn's learning curve, and a NaN in a card is a card the service cannot load."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.exceptions import FitFailedWarning
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import Pipeline
+
+    from builders.search import learning_points
+
+    class NeedsRows(ClassifierMixin, BaseEstimator):
+        def fit(self, x: Any, y: Any) -> NeedsRows:
+            if len(x) < 100:
+                raise ValueError("too few rows")
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, x: Any) -> Any:
+            return np.full(len(x), self.classes_[0])
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 2)), rng.integers(0, 2, 300)
+    with pytest.warns(FitFailedWarning):
+        points, _ = learning_points(
+            Pipeline([("model", NeedsRows())]), x, y, task="binary",
+            cv=StratifiedKFold(3, shuffle=True, random_state=0), n_jobs=1,
+        )  # fmt: skip
+    assert [p.train_rows for p in points] == [120, 160, 200]  # 40 and 80 rows failed
+    assert all(math.isfinite(p.score) and math.isfinite(p.score_std) for p in points)
