@@ -47,3 +47,50 @@ def test_a_scheduler_that_does_not_answer_is_a_build_error(tmp_path: Path) -> No
     with pytest.raises(BuildError, match=r"--dask-scheduler tcp://127.0.0.1:9: cannot connect"):
         run_build(BuildOptions(dataset="iris", out=tmp_path, budget=1, dask_scheduler="tcp://127.0.0.1:9"))
     assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def _everything_but_timing(out: Path) -> dict[str, Any]:
+    result = run_build(
+        BuildOptions(
+            dataset="breast_cancer",
+            out=out,
+            budget=3,
+            families=["tree", "logreg", "knn", "lightgbm", "xgboost", "hist_gb"],
+            learning_curves=False,
+            seed=1,
+        )
+    )
+    models = {
+        m.name: (
+            m.excluded,
+            tuple(m.members),
+            m.weights,
+            m.threshold,
+            tuple(sorted((k, str(v)) for k, v in m.hyperparameters.items())),
+            tuple(sorted((s, tuple(sorted(d.items()))) for s, d in m.metrics.items())),
+        )
+        for m in result.models
+    }
+    return {
+        "models": models,
+        "champion": result.manifest.routing.champion,
+        "rule": result.manifest.routing.rule,
+    }
+
+
+@pytest.mark.slow
+def test_the_same_table_and_seed_build_the_same_on_a_busy_machine(tmp_path: Path) -> None:
+    """Members, hyperparameters, ensembles, metrics and the champion of a quiet build and of one with
+    both cores kept busy by other processes are equal: only timing columns may differ."""
+    import subprocess
+    import sys
+
+    quiet = _everything_but_timing(tmp_path / "quiet")
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        busy = _everything_but_timing(tmp_path / "busy")
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
+    assert busy == quiet

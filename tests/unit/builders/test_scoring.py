@@ -339,3 +339,20 @@ def test_a_learning_curve_point_whose_fits_fail_is_left_out_not_written_as_nan()
         )  # fmt: skip
     assert [p.train_rows for p in points] == [120, 160, 200]  # 40 and 80 rows failed
     assert all(math.isfinite(p.score) and math.isfinite(p.score_std) for p in points)
+
+
+def test_a_hard_vote_is_champion_only_when_no_model_with_probabilities_is_near() -> None:
+    """digits: the vote led out-of-fold accuracy and its log loss (vote shares) was "near" the stack's
+    only through the noise of its few confident misses; served, its probabilities were 4x worse."""
+    rng = np.random.default_rng(4)
+    right = rng.random(1000) < 0.97
+    vote = dataclasses.replace(
+        _rows("vote", right, np.where(right, 0.8, 0.2), latency=10.0), vote_shares=True
+    )
+    stack = _rows("stack", right, np.where(right, 0.8, 0.2), latency=14.0)
+    name, rule = choose_champion([vote, stack], "accuracy", 1000)
+    assert name == "stack" and "a hard vote only when no model with probabilities is near" in rule
+    lone = choose_champion(
+        [vote, _rows("tree", right & (rng.random(1000) < 0.8), np.full(1000, 0.5), 1.0)], "accuracy", 1000
+    )
+    assert lone[0] == "vote"  # nothing with probabilities is near: the vote may still win
