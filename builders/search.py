@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (HalvingRandomSearchCV)
 from sklearn.model_selection import (
     BaseCrossValidator,
@@ -86,13 +86,17 @@ def search(
         )
         searcher: Any
         if strategy == "halving" and trials > 1:
+            # A candidate that cannot fit the first rounds' sample (kNN with k above its rows) scores
+            # NaN and is not kept; one that fails on every row still fails the search.
+            warnings.simplefilter("ignore", FitFailedWarning)
+            warnings.filterwarnings("ignore", message="One or more of the test scores are non-finite")
             searcher = HalvingRandomSearchCV(
                 pipeline,
                 grid,
                 n_candidates=trials,
                 factor=HALVING_FACTOR,
                 min_resources=_min_rows(task, y, folds, trials, len(x)),
-                **common,
+                **{**common, "error_score": np.nan},
             )
         else:
             searcher = RandomizedSearchCV(pipeline, grid, n_iter=trials, **common)
