@@ -89,13 +89,14 @@ def search(
             # A candidate that cannot fit the first rounds' sample (kNN with k above its rows) scores
             # NaN and is not kept; one that fails on every row still fails the search.
             warnings.simplefilter("ignore", FitFailedWarning)
-            warnings.filterwarnings("ignore", message="One or more of the test scores are non-finite")
+            warnings.filterwarnings("ignore", message="One or more of the (test|train) scores are non-finite")
             searcher = HalvingRandomSearchCV(
                 pipeline,
                 grid,
                 n_candidates=trials,
                 factor=HALVING_FACTOR,
                 min_resources=_min_rows(task, y, folds, trials, len(x)),
+                return_train_score=False,
                 **{**common, "error_score": np.nan},
             )
         else:
