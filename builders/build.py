@@ -172,12 +172,9 @@ def _evidence(m: Evaluated, y: Any, split: str) -> dict[str, Any]:
 
 
 def _routing(everything: list[Evaluated], metric: str, ctx: BuildContext) -> Routing:
-    """The champion by the rule in builders/scoring.py, judged on out-of-fold outputs over train +
-    validation when every model has them (else on the validation split); everything else runs as
-    shadow."""
-    oof = all(OUT_OF_FOLD in m.outputs for m in everything)
-    split, y = (OUT_OF_FOLD, ctx.y_fit) if oof else ("validation", ctx.y_val)
-    rows = "out-of-fold (train + validation)" if oof else "validation"
+    """The champion by the rule in builders/scoring.py, judged on every model's out-of-fold outputs
+    over train + validation; everything else runs as shadow."""
+    split, y = OUT_OF_FOLD, ctx.y_fit
     own = {m.name: len(m.onnx_bytes) if m.onnx_bytes is not None else 0 for m in everything}
     # an ensemble runs its members: its size is theirs plus its own graph (the stacking meta-model)
     size = {m.name: own[m.name] + sum(own.get(x, 0) for x in m.members) for m in everything}
@@ -193,7 +190,7 @@ def _routing(everything: list[Evaluated], metric: str, ctx: BuildContext) -> Rou
         )
         for m in everything
     ]
-    champion, rule = scoring.choose_champion(candidates, metric, len(y), rows)
+    champion, rule = scoring.choose_champion(candidates, metric, len(y), "out-of-fold (train + validation)")
     return Routing(
         champion=champion,
         shadow=[m.name for m in everything if m.name != champion],

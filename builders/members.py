@@ -181,14 +181,20 @@ def out_of_fold(m: Evaluated, ctx: BuildContext) -> None:
     decision threshold: what the champion rule and the stacking meta-model judge, on four times the
     rows one validation split has. From scikit-learn, which parity ties to the served graph."""
     assert m.pipeline is not None
+    record_out_of_fold(m, m.pipeline, ctx.x_fit, ctx)
+
+
+def record_out_of_fold(ev: Evaluated, estimator: Any, x: Any, ctx: BuildContext) -> None:
+    """``estimator`` (a configuration, cloned) cross-validated on ``x`` (train + validation rows, or
+    features of them) over the CV's folds: ``ev``'s out-of-fold outputs and metrics."""
     method = "predict" if ctx.task == "regression" else "predict_proba"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         pred = cross_val_predict(
-            clone(m.pipeline), ctx.x_fit, ctx.y_fit, cv=ctx.cv, method=method, n_jobs=ctx.opts.n_jobs
+            clone(estimator), x, ctx.y_fit, cv=ctx.cv, method=method, n_jobs=ctx.opts.n_jobs
         )
-    m.outputs[OUT_OF_FOLD] = out = oof_output(np.asarray(pred), ctx.task, m.threshold)
-    m.metrics[OUT_OF_FOLD] = metrics_of(out, ctx.y_fit, ctx)
+    ev.outputs[OUT_OF_FOLD] = out = oof_output(np.asarray(pred), ctx.task, ev.threshold)
+    ev.metrics[OUT_OF_FOLD] = metrics_of(out, ctx.y_fit, ctx)
 
 
 def oof_output(pred: npt.NDArray[Any], task: str, threshold: float | None) -> Output:

@@ -4,20 +4,16 @@ StackingClassifier / StackingRegressor do), exported as an ONNX graph of its own
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import cross_val_predict
 
 from builders import ensembles as ens
 from builders import export, scoring
 from builders.context import OUT_OF_FOLD, BuildContext
 from builders.evaluated import Evaluated
-from builders.members import metrics_of, oof_output, session
+from builders.members import record_out_of_fold, session
 from contract.combine import stack_features
 from contract.manifest import ParityRecord
 from contract.outputs import Output
@@ -56,7 +52,9 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
         assert proba is not None
         ev.threshold = scoring.choose_threshold(proba[:, 1], ctx.y_val, *ctx.costs)
     score_combined(ev, chosen, ctx)
-    _own_out_of_fold(ev, features, ctx)
+    # its own out-of-fold outputs: the meta-learner cross-validated on the members' out-of-fold
+    # outputs, over the same folds (for the champion rule, beside every other model's)
+    record_out_of_fold(ev, ens.meta_learner(ctx.task, ctx.opts.seed), features, ctx)
     coef = np.asarray(getattr(meta, "coef_", []), dtype=float)
     ev.hyperparameters = {
         "meta_model": type(meta).__name__,
@@ -71,23 +69,9 @@ def _values(out: Output, task: str) -> Any:
     return out.values if task == "regression" else out.proba
 
 
-def _own_out_of_fold(ev: Evaluated, features: npt.NDArray[np.float32], ctx: BuildContext) -> None:
-    """The stack's own out-of-fold outputs: the meta-learner cross-validated on the members'
-    out-of-fold outputs, over the same folds (for the champion rule, beside every other model's)."""
-    method = "predict" if ctx.task == "regression" else "predict_proba"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pred = cross_val_predict(
-            ens.meta_learner(ctx.task, ctx.opts.seed), features, ctx.y_fit, cv=ctx.cv, method=method
-        )
-    ev.outputs[OUT_OF_FOLD] = out = oof_output(np.asarray(pred), ctx.task, ev.threshold)
-    ev.metrics[OUT_OF_FOLD] = metrics_of(out, ctx.y_fit, ctx)
-
-
 def _parity(ev: Evaluated, meta: object, chosen: list[Evaluated], ctx: BuildContext) -> ParityRecord:
     assert ev.session is not None
-    outs = [m.outputs["test"] for m in chosen]
-    test_x = stack_features([o.values if ctx.task == "regression" else o.proba for o in outs], ctx.task)
+    test_x = stack_features([_values(m.outputs["test"], ctx.task) for m in chosen], ctx.task)
     if ctx.task == "regression":
         (pred,) = ev.session.run(["variable"], {"features": test_x})
         return export.check_regressor_parity(meta.predict(test_x), pred, ctx.target_scale)  # type: ignore[attr-defined]

@@ -44,17 +44,17 @@ def log_version(uri: str, version_dir: Path, options: dict[str, Any], seconds: f
     """Log one repository version; returns the parent run's id."""
     import mlflow
 
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    local = _sqlite_file(uri)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(version_dir)
     mlflow.set_tracking_uri(uri)
     experiment = f"gateway/{manifest.name}"
     client = mlflow.MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        artifacts = None
-        if uri.startswith("sqlite:///"):  # artifacts beside the local store, not in the working directory
-            artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        # a local store keeps its artifacts beside it, not in the working directory
+        artifacts = (local.parent / "artifacts").as_uri() if local is not None else None
         experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
     else:
         experiment_id = found.experiment_id
@@ -110,6 +110,11 @@ def log_version(uri: str, version_dir: Path, options: dict[str, Any], seconds: f
                 if graph is not None:
                     mlflow.log_artifact(str(version_dir / graph))
         return str(parent.info.run_id)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a local SQLite store's URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def _metrics(by_split: dict[str, dict[str, float]], prefix: str = "") -> dict[str, float]:
