@@ -26,6 +26,7 @@ from builders.ensembling import build_ensembles
 from builders.evaluated import Evaluated, ReportFacts
 from builders.families import Family, families_for
 from builders.members import out_of_fold, refit_member, score_member, train_member
+from builders.unlabelled import build_unlabelled
 from builders.writing import write_version
 from contract.manifest import Manifest, Routing
 from contract.verify import load_manifest
@@ -49,7 +50,11 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
     """Run the whole build; raises BuildError on bad input before anything is written."""
     started = time.perf_counter()
     table = load_table(opts)
-    fams = families_for(table.task, opts.families)
+    has_text = any(c.kind == "text" for c in table.columns)
+    fams = families_for("anomaly" if table.anomaly else table.task, opts.families, text=has_text)
+    if has_text:
+        texts = ", ".join(repr(c.name) for c in table.columns if c.kind == "text")
+        progress(f"text columns {texts}: TF-IDF inside every graph; families that take it only")
     if opts.families:
         progress(f"families: {', '.join(f.name for f in fams)} (baseline and simplest always included)")
     for note in table.notes:
@@ -58,6 +63,18 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
         progress(f"dropped column {d.name!r}: {d.reason}")
     if opts.fp_cost is not None and table.task != "binary":
         progress(f"note: --fp-cost/--fn-cost apply to binary tasks only; ignored for {table.task}")
+    if not table.labelled:
+        ctx, everything, excluded, routing, facts = build_unlabelled(opts, table, fams, progress)
+        progress(f"champion: {routing.champion} ({routing.rule})")
+        metric = scoring.primary_metric(ctx.goal)
+        path = write_version(ctx, everything, excluded, routing, facts, metric)
+        return BuildResult(
+            path=path,
+            manifest=load_manifest(path),
+            models=everything + excluded,
+            seconds=time.perf_counter() - started,
+            facts=facts,
+        )
     with search_backend(opts.dask_scheduler, opts.dask_local, progress) as scheduler:
         # On a cluster every worker takes fits: joblib's n_jobs=-1 means all of them.
         return _run(
@@ -108,7 +125,7 @@ def _run(
     )
     ensembles = _ensembles(members, ctx, facts, progress)
     everything = members + ensembles
-    metric = scoring.primary_metric(table.task)
+    metric = scoring.primary_metric(ctx.goal)
     routing = _routing(everything, metric, ctx)
     progress(f"champion: {routing.champion} ({routing.rule})")
     facts.champion = routing.champion

@@ -18,6 +18,7 @@ from sklearn.model_selection import BaseCrossValidator, train_test_split
 
 from builders import data as data_mod
 from builders import export
+from builders.anomaly import DEFAULT_CONTAMINATION
 from builders.errors import BuildError
 from builders.families import all_family_names
 from builders.repository import check_root
@@ -49,6 +50,11 @@ class BuildOptions:
     """"random" (``budget`` seeded random trials per family) or "halving" (successive halving over 3x
     ``budget`` candidates per family; builders/search.py)."""
     families: list[str] | None = None
+    contamination: float | None = None
+    """--task anomaly: the expected share of anomalies, where detectors flag rows (default: the share
+    of anomaly labels in the training split)."""
+    text: list[str] | None = None
+    """Columns to treat as free text (others are detected: several words, many distinct values)."""
     fp_cost: float | None = None
     fn_cost: float | None = None
     seed: int = 0
@@ -89,6 +95,20 @@ class BuildContext:
     @property
     def task(self) -> str:
         return self.table.task
+
+    @property
+    def goal(self) -> str:
+        """What the models are judged as: the task, or "anomaly" (a binary task of detectors)."""
+        return "anomaly" if self.table.anomaly else self.table.task
+
+    @property
+    def contamination(self) -> float:
+        """Where detectors flag rows: the option, or the training split's share of anomalies."""
+        if self.opts.contamination is not None:
+            return self.opts.contamination
+        if not self.table.labelled:
+            return DEFAULT_CONTAMINATION
+        return float(np.mean(np.asarray(self.y_train) == 1))
 
     @property
     def classification(self) -> bool:
@@ -134,7 +154,7 @@ def split_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
     """Train / validation / test (60/20/20), stratified for classification; reproducible from the seed."""
     x, y = table.features, table.y
-    classification = table.task != "regression"
+    classification = table.task != "regression" and table.labelled
     try:
         x_rest, x_test, y_rest, y_test = train_test_split(
             x, y, test_size=0.2, random_state=seed, stratify=y if classification else None
@@ -184,20 +204,28 @@ def load_table(opts: BuildOptions) -> data_mod.Table:
             )
         frame, default_target = data_mod.load_bundled(opts.dataset)
         target = opts.target or default_target
+        task = data_mod.DEFAULT_TASKS.get(opts.dataset, opts.task) if opts.task == "auto" else opts.task
         return data_mod.prepare(
             frame,
             target,
-            opts.task,
+            task,
             opts.name or opts.dataset,
-            f"sklearn:{opts.dataset}",
+            data_mod.dataset_source(opts.dataset),
             data_mod.frame_digest(frame),
+            text=opts.text or (),
         )
     assert opts.data is not None
-    if not opts.target:
-        raise BuildError("--target: required with --data")
+    if not opts.target and opts.task != "anomaly":
+        raise BuildError("--target: required with --data (only --task anomaly can build without labels)")
     frame, digest = data_mod.read_table(opts.data)
     return data_mod.prepare(
-        frame, opts.target, opts.task, opts.name or safe_name(opts.data.stem), str(opts.data), digest
+        frame,
+        opts.target or None,
+        opts.task,
+        opts.name or safe_name(opts.data.stem),
+        str(opts.data),
+        digest,
+        text=opts.text or (),
     )
 
 
@@ -222,6 +250,11 @@ def check_options(opts: BuildOptions) -> None:
     for flag, value in (("--fp-cost", opts.fp_cost), ("--fn-cost", opts.fn_cost)):
         if value is not None and not (value > 0 and np.isfinite(value)):
             raise BuildError(f"{flag}: expected a positive number, got {value}")
+    if opts.contamination is not None:
+        if "anomaly" not in (opts.task, data_mod.DEFAULT_TASKS.get(opts.dataset or "")):
+            raise BuildError("--contamination: only with --task anomaly")
+        if not 0 < opts.contamination < 0.5:
+            raise BuildError(f"--contamination: expected a share in (0, 0.5), got {opts.contamination}")
     if opts.cv_folds < 2:
         raise BuildError(f"--cv-folds: expected at least 2, got {opts.cv_folds}")
     if opts.name is not None and safe_name(opts.name) != opts.name:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,21 @@ import pandas as pd
 from builders.errors import BuildError
 from contract.manifest import NUMERIC_INPUT, ColumnSpec, DatasetFingerprint, DroppedColumn, Task
 
-BUNDLED_DATASETS = ("breast_cancer", "wine", "digits", "iris", "diabetes")
+SKLEARN_DATASETS = ("breast_cancer", "wine", "digits", "iris", "diabetes")
+BUNDLED_DATASETS = (*SKLEARN_DATASETS, "fortunes", "wbc_outliers")
+DEFAULT_TASKS = {"wbc_outliers": "anomaly"}
+"""Bundled datasets built for a task that ``--task auto`` would not pick."""
+WBC_MALIGNANT = 21
+"""wbc_outliers: every benign tumour of breast_cancer and this many malignant ones (5.6%), the
+outlier-detection benchmark shape (ODDS' "WBC": 357 benign, 21 malignant)."""
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+"""Debian's ``fortunes`` package: short texts (quips, quotations, jokes) filed by topic, one file each."""
+FORTUNE_TOPICS = ("computers", "food", "law", "medicine", "politics", "sports")
+"""Topics with distinct vocabularies and 74-1,050 texts each; at most FORTUNES_PER_TOPIC of each."""
+FORTUNES_PER_TOPIC = 150
+TEXT_MIN_WORDS = 3
+"""A string column is free text when its median value has at least this many words (and too many
+distinct values to be categories); ``--text`` names such columns explicitly."""
 MAX_CATEGORIES = 100
 """String columns with more distinct values are dropped: one-hot over them would dwarf the data."""
 MIN_ROWS = 40
@@ -43,12 +58,61 @@ class Table:
     dropped: list[DroppedColumn]
     fingerprint: DatasetFingerprint
     notes: list[str] = field(default_factory=list)
+    anomaly: bool = False
+    """``--task anomaly``: a binary table whose class 1 (the rarer label) is the anomaly; detectors
+    train on the features alone and the labels judge them (builders/anomaly.py)."""
+    labelled: bool = True
+    """False for ``--task anomaly`` without a target: ``y`` is all 0 (nothing is known), the classes
+    are UNLABELLED_CLASSES, and nothing is judged offline (builders/unlabelled.py)."""
+
+
+def load_fortunes(directory: Path = FORTUNES_DIR) -> pd.DataFrame:
+    """A text-classification table from Debian's fortunes package: ``text`` (one fortune, attribution
+    included) and ``topic`` (the file it is filed in); a seeded sample of FORTUNES_PER_TOPIC a topic."""
+    rows: list[dict[str, str]] = []
+    for topic in FORTUNE_TOPICS:
+        path = directory / topic
+        if not path.is_file():
+            raise BuildError(
+                f"--dataset fortunes: {path}: no such file; install Debian's fortunes package "
+                "(apt-get install fortunes)"
+            )
+        entries = [e.strip() for e in path.read_text(encoding="utf-8", errors="replace").split("\n%\n")]
+        texts = [" ".join(e.split()) for e in entries if e.strip("% \n")]
+        # the files are roughly alphabetical: a seeded sample, not the first ones
+        keep = np.sort(np.random.default_rng(0).permutation(len(texts))[:FORTUNES_PER_TOPIC])
+        rows += [{"text": texts[i], "topic": topic} for i in keep]
+    return pd.DataFrame(rows)
+
+
+def dataset_source(name: str) -> str:
+    """Where a bundled dataset comes from, as the card's fingerprint says."""
+    if name == "fortunes":
+        return f"debian:fortunes:{','.join(FORTUNE_TOPICS)}"
+    if name == "wbc_outliers":
+        return f"sklearn:breast_cancer:benign+{WBC_MALIGNANT}malignant"
+    return f"sklearn:{name}"
+
+
+def load_wbc_outliers() -> pd.DataFrame:
+    """An anomaly table from scikit-learn's breast_cancer: all 357 benign rows and a seeded sample of
+    WBC_MALIGNANT malignant ones, target ``diagnosis``."""
+    frame, _ = load_bundled("breast_cancer")
+    malignant = frame.index[frame["target"] == "malignant"]
+    keep = np.random.default_rng(0).permutation(malignant)[:WBC_MALIGNANT]
+    out = frame[(frame["target"] == "benign") | frame.index.isin(keep)].reset_index(drop=True)
+    return out.rename(columns={"target": "diagnosis"})
 
 
 def load_bundled(name: str) -> tuple[pd.DataFrame, str]:
-    """A dataset that ships inside scikit-learn (nothing is downloaded), with its target column name."""
+    """A dataset that ships inside scikit-learn or a Debian package (nothing is downloaded), with its
+    target column name."""
     from sklearn import datasets
 
+    if name == "fortunes":
+        return load_fortunes(), "topic"
+    if name == "wbc_outliers":
+        return load_wbc_outliers(), "diagnosis"
     loaders = {
         "breast_cancer": datasets.load_breast_cancer,
         "wine": datasets.load_wine,
@@ -140,9 +204,38 @@ def _drop_reason(series: pd.Series, n_rows: int) -> str | None:
     return None
 
 
+def _words(series: pd.Series) -> float:
+    """The median number of whitespace-separated words of a column's present values."""
+    present = series.dropna().astype(str)
+    return float(present.str.split().str.len().median()) if len(present) else 0.0
+
+
+def _is_text(series: pd.Series, n_rows: int) -> bool:
+    """Free text: strings of several words, too varied to be categories."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
+        return False
+    distinct = series.dropna().nunique()
+    return distinct > min(MAX_CATEGORIES, n_rows // 2) and _words(series) >= TEXT_MIN_WORDS
+
+
+def _check_text(series: pd.Series, column: str) -> None:
+    """A column named by --text must hold text."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        raise BuildError(f"--text {column!r}: expected a column of text, got {series.dtype} values")
+    present = series.dropna().astype(str).str.strip()
+    if not (present != "").any():
+        raise BuildError(f"--text {column!r}: expected text, but every value is missing or blank")
+
+
 def _decide_task(target: pd.Series, requested: str, column: str) -> Task:
     numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
     n_classes = target.nunique()
+    if requested == "anomaly":
+        if n_classes != 2:
+            raise BuildError(
+                f"--task anomaly: expected 2 labels in {column!r} (normal and anomaly), got {n_classes}"
+            )
+        return "binary"
     if requested == "regression":
         if not numeric:
             raise BuildError(
@@ -176,9 +269,11 @@ def _class_label(value: Any) -> Any:
     return value
 
 
-def _encode_target(y_raw: pd.Series, task: Task, target: str) -> tuple[npt.NDArray[Any], list[Any]]:
+def _encode_target(
+    y_raw: pd.Series, task: Task, target: str, anomaly: bool = False
+) -> tuple[npt.NDArray[Any], list[Any]]:
     """(targets, classes): float64 values for regression; class indices into the sorted class labels
-    otherwise, each class with at least MIN_CLASS_ROWS rows."""
+    otherwise (anomaly: the normal label, then the anomaly), each with at least MIN_CLASS_ROWS rows."""
     if task == "regression":
         y = y_raw.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
@@ -193,13 +288,23 @@ def _encode_target(y_raw: pd.Series, task: Task, target: str) -> tuple[npt.NDArr
             f"--target {target!r}: expected at least {MIN_CLASS_ROWS} rows per class, got "
             + ", ".join(f"{k!r}: {v}" for k, v in rare.items())
         )
+    if anomaly:
+        # class 1 is the anomaly: the rarer label (P(class 1) is then the anomaly score everywhere)
+        if counts.iloc[0] == counts.iloc[-1]:
+            raise BuildError(
+                f"--task anomaly: {target!r} has as many rows of {counts.index[0]!r} as of "
+                f"{counts.index[-1]!r}; expected the anomalies to be the rarer label"
+            )
+        uniques = sorted(uniques, key=lambda v: -int(counts[v]))
     index = {v: i for i, v in enumerate(uniques)}
     return labels.map(index).to_numpy(dtype=np.int64), [_class_label(v) for v in uniques]
 
 
-def _type_columns(features: pd.DataFrame, keep: list[str]) -> tuple[list[ColumnSpec], dict[str, pd.Series]]:
+def _type_columns(
+    features: pd.DataFrame, keep: list[str], texts: set[str]
+) -> tuple[list[ColumnSpec], dict[str, pd.Series]]:
     """The schema of the kept columns and their training values (float32 numbers; strings with ""
-    for missing)."""
+    for missing); ``texts`` are the free-text ones."""
     names = tensor_names(keep)
     columns: list[ColumnSpec] = []
     typed: dict[str, pd.Series] = {}
@@ -217,6 +322,11 @@ def _type_columns(features: pd.DataFrame, keep: list[str]) -> tuple[list[ColumnS
         else:
             text = series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
             typed[names[col]] = text.astype(object)
+            if col in texts:
+                columns.append(
+                    ColumnSpec(name=str(col), tensor=names[col], kind="text", missing_in_training=missing)
+                )
+                continue
             cats = sorted(c for c in text.unique().tolist() if c != "")
             columns.append(
                 ColumnSpec(
@@ -230,11 +340,37 @@ def _type_columns(features: pd.DataFrame, keep: list[str]) -> tuple[list[ColumnS
     return columns, typed
 
 
-def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str, digest: str) -> Table:
-    """Validate the target, drop useless columns, type the rest and encode the target."""
-    if target not in frame.columns:
-        cols = ", ".join(map(str, frame.columns[:20]))
+UNLABELLED = "__no_target__"
+"""The stand-in target column of a table built without labels (never a feature, never written)."""
+UNLABELLED_CLASSES = ["normal", "anomaly"]
+"""The classes of a detector built without labels: what clients' feedback labels later say."""
+
+
+def prepare(
+    frame: pd.DataFrame,
+    target: str | None,
+    task: str,
+    name: str,
+    source: str,
+    digest: str,
+    text: Sequence[str] = (),
+) -> Table:
+    """Validate the target, drop useless columns, type the rest and encode the target. String columns
+    of free text (``text`` names them, or builders find them: several words, many distinct values)
+    are kept as text."""
+    cols = ", ".join(map(str, frame.columns[:20]))
+    if target is None:
+        if task != "anomaly":
+            raise BuildError("--target: required (only --task anomaly can build without labels)")
+        frame = frame.assign(**{UNLABELLED: 0})
+        target = UNLABELLED
+    elif target not in frame.columns:
         raise BuildError(f"--target: column {target!r} not found; columns are: {cols}")
+    for col in text:
+        if col not in frame.columns:
+            raise BuildError(f"--text: column {col!r} not found; columns are: {cols}")
+        if col == target:
+            raise BuildError(f"--text {col!r}: that is the target column")
     notes: list[str] = []
     missing_target = int(frame[target].isna().sum())
     if missing_target:
@@ -245,26 +381,42 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
         raise BuildError(
             f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}"
         )
-    chosen: Task = _decide_task(y_raw, task, target)
-    y, classes = _encode_target(y_raw, chosen, target)
+    labelled = target != UNLABELLED
+    if labelled:
+        chosen: Task = _decide_task(y_raw, task, target)
+        y, classes = _encode_target(y_raw, chosen, target, anomaly=task == "anomaly")
+    else:
+        chosen, y, classes = "binary", np.zeros(len(frame), dtype=np.int64), list(UNLABELLED_CLASSES)
     features = frame.drop(columns=[target])
+    for col in text:
+        _check_text(features[col], col)
+    texts = {c for c in features.columns if c in text or _is_text(features[c], len(features))}
     dropped: list[DroppedColumn] = []
     keep: list[str] = []
     for col in features.columns:
-        reason = _drop_reason(features[col], len(features))
+        reason = None if col in texts else _drop_reason(features[col], len(features))
         if reason:
             dropped.append(DroppedColumn(name=str(col), reason=reason))
         else:
             keep.append(col)
     if not keep:
         raise BuildError(f"--data: no usable feature columns (dropped: {', '.join(d.name for d in dropped)})")
-    columns, typed = _type_columns(features, keep)
-    # Numeric columns first: the graphs take them as the columns of one input, categoricals after it
+    if task == "anomaly" and texts:
+        raise BuildError(
+            f"--task anomaly: text columns are not supported ({', '.join(sorted(map(str, texts)))}); "
+            "drop them or derive numeric features"
+        )
+    columns, typed = _type_columns(features, keep, texts)
+    # Numeric columns first: the graphs take them as the columns of one input, string ones after it
     # (builders.preprocess selects them by position).
-    columns = [c for c in columns if c.kind == "numeric"] + [c for c in columns if c.kind == "categorical"]
+    columns = [c for kind in ("numeric", "categorical", "text") for c in columns if c.kind == kind]
     clean = pd.DataFrame({c.tensor: typed[c.tensor] for c in columns})
     fingerprint = DatasetFingerprint(
-        source=source, sha256=digest, rows=len(frame), columns=frame.shape[1], target=target
+        source=source,
+        sha256=digest,
+        rows=len(frame),
+        columns=frame.shape[1] - (0 if labelled else 1),
+        target=target if labelled else "",
     )
     return Table(
         name=name,
@@ -276,4 +428,6 @@ def prepare(frame: pd.DataFrame, target: str, task: str, name: str, source: str,
         dropped=dropped,
         fingerprint=fingerprint,
         notes=notes,
+        anomaly=task == "anomaly",
+        labelled=labelled,
     )

@@ -14,7 +14,7 @@ from builders import ensembles as ens
 from builders import latency, scoring
 from builders.context import OUT_OF_FOLD, SPLITS, BuildContext, frame_feeds
 from builders.evaluated import Evaluated, Matrix, VoteIndependence
-from builders.members import metrics_of
+from builders.members import decision_threshold, metrics_of
 from builders.stacking import stack
 from contract.combine import MetaModel, combine
 from contract.manifest import LatencyRecord, ParityRecord, Strategy
@@ -37,7 +37,7 @@ def build_ensembles(
     pool: list[Evaluated], baseline: Evaluated, ctx: BuildContext, progress: Progress
 ) -> tuple[list[Evaluated], Diversity]:
     """Vote / average / weighted average (or mean / weighted mean) and stacking over diverse members."""
-    metric = scoring.primary_metric(ctx.task)
+    metric = scoring.primary_metric(ctx.goal)
     chosen, diversity, weights = _choose(pool, baseline, ctx)
     names = diversity.members
     progress(f"ensemble members (diversity rule): {', '.join(names)}; skill weights {weights}")
@@ -45,10 +45,10 @@ def build_ensembles(
     for name, strategy, w, desc in _specs(ctx.task, weights):
         ev = Evaluated(name=name, kind="ensemble", family=strategy, description=desc)
         ev.strategy, ev.members, ev.weights = strategy, names, w
-        if ctx.costs is not None and strategy == "soft_average":
+        if (ctx.costs is not None or ctx.table.anomaly) and strategy == "soft_average":
             val = _combined(ev, chosen, "validation", ctx)
             assert val.proba is not None
-            ev.threshold = scoring.choose_threshold(val.proba[:, 1], ctx.y_val, *ctx.costs)
+            ev.threshold = decision_threshold(val.proba[:, 1], ctx)
         score_combined(ev, chosen, ctx)
         ev.parity = ParityRecord(
             rows=len(ctx.y_test), passed=True, tolerance=0.0, reason="computed from verified member outputs"
@@ -79,7 +79,7 @@ def build_ensembles(
 def _choose(
     pool: list[Evaluated], baseline: Evaluated, ctx: BuildContext
 ) -> tuple[list[Evaluated], Diversity, list[float]]:
-    metric = scoring.primary_metric(ctx.task)
+    metric = scoring.primary_metric(ctx.goal)
     names = [m.name for m in pool]
     errors = ens.error_matrix(ctx.task, ctx.y_val, [_errors_of(m.outputs["validation"]) for m in pool])
     corr = ens.error_correlation(errors)

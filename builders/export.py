@@ -32,6 +32,8 @@ from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier, XGBRegressor
 
 from builders import boosting
+from builders.anomaly import neighbour_steps
+from builders.text import check_convertible, pin_locale
 from contract.manifest import NUMERIC_INPUT, ColumnSpec, ParityRecord
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -139,10 +141,10 @@ update_registered_converter(
 
 def initial_types(columns: Sequence[ColumnSpec]) -> list[tuple[str, Any]]:
     """The graph inputs (contract.feeds' layout): one [N, k] float32 input for the k numeric columns,
-    then one [N, 1] string input per categorical column."""
+    then one [N, 1] string input per categorical or text column."""
     numeric = sum(1 for c in columns if c.kind == "numeric")
     types: list[tuple[str, Any]] = [(NUMERIC_INPUT, FloatTensorType([None, numeric]))] if numeric else []
-    return types + [(c.tensor, StringTensorType([None, 1])) for c in columns if c.kind == "categorical"]
+    return types + [(c.tensor, StringTensorType([None, 1])) for c in columns if c.kind != "numeric"]
 
 
 def _float32_threshold(text: str) -> str:
@@ -195,14 +197,18 @@ def to_onnx(
     else:
         model = boosting.served(model)
     float32_thresholds(model)
+    check_convertible(model)
     with warnings.catch_warnings():
+        # skl2onnx warns on every character n-gram vectoriser that only words are "fully supported";
+        # builders/text.py says what converts exactly, and parity checks each export.
+        warnings.filterwarnings("ignore", message="The conversion of CountVectorizer may not work")
         # skl2onnx 1.20 + protobuf 6 warn on HistGradientBoosting's boolean attributes; harmless, and
         # under warnings-as-errors it would silently exclude the family.
         warnings.filterwarnings(
             "ignore", message=".*Expected an int, got a boolean", category=DeprecationWarning
         )
         onx = _convert(model, inputs, classifier, name)
-    return _check_outputs(onx, classifier, name)
+    return _check_outputs(pin_locale(onx), classifier, name)
 
 
 def converter_options(model: BaseEstimator, classifier: bool) -> dict[Any, dict[str, Any]]:
@@ -222,6 +228,8 @@ def converter_options(model: BaseEstimator, classifier: bool) -> dict[Any, dict[
             options[id(step)] = {**options.get(id(step), {}), "optim": "cdist"}
             if classifier:
                 options[id(step)]["zipmap"] = False
+        for inner in neighbour_steps(step):
+            options[id(inner)] = {"optim": "cdist"}
     return options
 
 

@@ -12,22 +12,26 @@ from typing import Any, Literal
 from lightgbm import LGBMClassifier, LGBMRegressor
 from scipy.stats import loguniform, randint, uniform
 from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
+    IsolationForest,
     RandomForestClassifier,
     RandomForestRegressor,
 )
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.naive_bayes import GaussianNB
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.naive_bayes import ComplementNB, GaussianNB
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, LocalOutlierFactor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC, OneClassSVM
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from xgboost import XGBClassifier, XGBRegressor
 
+from builders.anomaly import Detector, KNNDistance
 from builders.boosting import early_stopped
 from builders.clusters import ClusterFeatures
 from builders.errors import BuildError
@@ -46,6 +50,11 @@ class Family:
     assumptions: str
     role: Literal["baseline", "simplest", ""] = ""
     """"baseline" (the dummy), "simplest" (the first real model every gain is measured against), or ""."""
+    text: Literal["no", "also", "only"] = "no"
+    """Tables with free-text columns: "no" families are left out (they need dense features, and TF-IDF
+    gives thousands of sparse ones), "also" ones take them, "only" ones are for such tables alone."""
+    nonnegative: bool = False
+    """Scaled numeric inputs into [0, 1] instead of standardised (naive Bayes on counts)."""
 
 
 _TREE_SPACE = {
@@ -116,14 +125,34 @@ CLASSIFIERS: tuple[Family, ...] = (
         False,
         "predicts the training class frequencies: the floor every model must beat",
         role="baseline",
+        text="also",
     ),
     Family(
         "logreg",
         lambda s: LogisticRegression(max_iter=2000),
         {"C": loguniform(1e-3, 1e2)},
         True,
-        "linear decision boundary in the (one-hot, scaled) features",
+        "linear decision boundary in the (one-hot, scaled, TF-IDF) features",
         role="simplest",
+        text="also",
+    ),
+    Family(
+        "complement_nb",
+        lambda s: ComplementNB(),
+        {"alpha": loguniform(1e-3, 1.0)},
+        True,
+        "naive Bayes on term weights, complement form (robust to uneven classes): the classic text baseline",
+        nonnegative=True,
+        text="only",
+    ),
+    Family(
+        "linear_svm",
+        # sigmoid calibration on three internal folds: a margin is not a probability
+        lambda s: CalibratedClassifierCV(LinearSVC(random_state=s), method="sigmoid", cv=3),
+        {"estimator__C": loguniform(1e-3, 10.0)},
+        True,
+        "maximum-margin linear boundary in the TF-IDF features, probabilities by Platt scaling",
+        text="only",
     ),
     Family(
         "naive_bayes",
@@ -205,14 +234,16 @@ REGRESSORS: tuple[Family, ...] = (
         False,
         "predicts the training mean: the floor every model must beat",
         role="baseline",
+        text="also",
     ),
     Family(
         "ridge",
         lambda s: Ridge(),
         {"alpha": loguniform(1e-3, 1e3)},
         True,
-        "linear in the (one-hot, scaled) features",
+        "linear in the (one-hot, scaled, TF-IDF) features",
         role="simplest",
+        text="also",
     ),
     Family(
         "knn",
@@ -273,16 +304,66 @@ REGRESSORS: tuple[Family, ...] = (
 )
 
 
-def families_for(task: str, names: list[str] | None) -> list[Family]:
-    """The families to train; the baseline and the simplest model are always included."""
-    pool = REGRESSORS if task == "regression" else CLASSIFIERS
+# Detectors (--task anomaly): each trains on the features alone and scores how unusual a row is;
+# builders/anomaly.py turns the score into its rank among the training rows' and flags the expected
+# contamination. Spaces address the detector inside that wrapper.
+DETECTORS: tuple[Family, ...] = (
+    Family(
+        "dummy",
+        lambda s: DummyClassifier(strategy="prior"),
+        {},
+        False,
+        "the training share of anomalies for every row: the floor every detector must beat",
+        role="baseline",
+    ),
+    Family(
+        "isolation_forest",
+        lambda s: Detector(IsolationForest(random_state=s, n_jobs=1)),
+        {
+            "detector__n_estimators": [50, 100],
+            "detector__max_samples": [0.25, 0.5, 1.0],
+        },  # no max_features: skl2onnx converts isolation forests on every feature only
+        False,
+        "anomalies are isolated by fewer random splits; no scaling, no distances",
+        role="simplest",
+    ),
+    Family(
+        "lof",
+        lambda s: Detector(LocalOutlierFactor(novelty=True)),
+        {"detector__n_neighbors": [5, 10, 20, 35, 50]},
+        True,
+        "local outlier factor (novelty mode): a row far less dense than its neighbours is anomalous",
+    ),
+    Family(
+        "one_class_svm",
+        lambda s: Detector(OneClassSVM()),
+        {"detector__nu": loguniform(0.01, 0.5), "detector__gamma": loguniform(1e-3, 1.0)},
+        True,
+        "a smooth (RBF) boundary around the bulk of the scaled rows",
+    ),
+    Family(
+        "knn_distance",
+        lambda s: Detector(KNNDistance()),
+        {"detector__n_neighbors": [1, 3, 5, 10, 20]},
+        True,
+        "mean distance to the k nearest training rows: far from every known row is anomalous",
+    ),
+)
+
+
+def families_for(task: str, names: list[str] | None, text: bool = False) -> list[Family]:
+    """The families to train for a table (``text``: with free-text columns; task "anomaly": the
+    detectors); the baseline and the simplest model are always included."""
+    base = {"regression": REGRESSORS, "anomaly": DETECTORS}.get(task, CLASSIFIERS)
+    pool = [f for f in base if ((f.text != "no") if text else (f.text != "only"))]
     by_name = {f.name: f for f in pool}
     if not names:
         return list(pool)
     unknown = [n for n in names if n not in by_name]
     if unknown:
+        which = f"{task} with text columns" if text else task
         raise BuildError(
-            f"--families: unknown family {unknown[0]!r} for {task}; expected some of {', '.join(by_name)}"
+            f"--families: unknown family {unknown[0]!r} for {which}; expected some of {', '.join(by_name)}"
         )
     required = {f.name for f in pool if f.role}
     return [f for f in pool if f.name in set(names) | required]
@@ -290,4 +371,4 @@ def families_for(task: str, names: list[str] | None) -> list[Family]:
 
 def all_family_names() -> set[str]:
     """Every family name known for any task (for validating --families before reading data)."""
-    return {f.name for f in CLASSIFIERS + REGRESSORS}
+    return {f.name for f in CLASSIFIERS + REGRESSORS + DETECTORS}

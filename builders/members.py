@@ -19,10 +19,11 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from builders import export, latency, scoring
+from builders.anomaly import with_contamination
 from builders.context import OUT_OF_FOLD, SPLITS, BuildContext, frame_feeds
 from builders.evaluated import Evaluated
 from builders.families import Family
-from builders.preprocess import make_pipeline
+from builders.preprocess import make_pipeline, search_space
 from builders.search import learning_points, search
 from contract.manifest import ColumnSpec, LatencyRecord
 from contract.outputs import Output, from_graph
@@ -43,12 +44,15 @@ def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -
     ev = Evaluated(name=fam.name, kind="member", family=fam.name, description=fam.assumptions, role=fam.role)
     started = time.perf_counter()
     opts = ctx.opts
+    pipeline = make_pipeline(fam, ctx.table.columns, opts.seed)
+    if ctx.table.anomaly:
+        with_contamination(pipeline, ctx.contamination)
     fitted, params, record = search(
-        make_pipeline(fam, ctx.table.columns, opts.seed),
-        fam.space,
+        pipeline,
+        search_space(fam, ctx.table.columns),
         ctx.x_train,
         ctx.y_train,
-        task=ctx.task,
+        task=ctx.goal,
         budget=opts.budget,
         cv=ctx.cv,
         seed=opts.seed,
@@ -59,7 +63,7 @@ def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -
     ev.pipeline, ev.search, ev.hyperparameters = fitted, record, with_rounds(params, fitted)
     if opts.learning_curves:
         ev.learning_curve, ev.still_improving = learning_points(
-            fitted, ctx.x_train, ctx.y_train, task=ctx.task, cv=ctx.cv, n_jobs=opts.n_jobs
+            fitted, ctx.x_train, ctx.y_train, task=ctx.goal, cv=ctx.cv, n_jobs=opts.n_jobs
         )
     ev.training_seconds = round(time.perf_counter() - started, 3)
     try:
@@ -134,13 +138,24 @@ def score_member(m: Evaluated, ctx: BuildContext) -> None:
     chosen on validation rows only (test metrics then show what it buys)."""
     assert m.session is not None
     raw = {split: m.session.run(None, ctx.feeds[split]) for split in SPLITS}
-    if ctx.costs is not None and m.role != "baseline":
+    if m.role != "baseline" and (ctx.costs is not None or ctx.table.anomaly):
         p1 = from_graph(raw["validation"], ctx.task).proba
         assert p1 is not None
-        m.threshold = scoring.choose_threshold(p1[:, 1], ctx.y_val, *ctx.costs)
+        m.threshold = decision_threshold(p1[:, 1], ctx)
     for split, y in ctx.ys.items():
         m.outputs[split] = out = from_graph(raw[split], ctx.task, m.threshold)
         m.metrics[split] = metrics_of(out, y, ctx)
+
+
+def decision_threshold(p1_validation: npt.NDArray[Any], ctx: BuildContext) -> float | None:
+    """A binary model's threshold on P(class 1), chosen on validation rows: the cheapest under FP/FN
+    costs; for detectors without costs, the one flagging the expected contamination share of them
+    (members' ranks and ensembles' averages of ranks alike); otherwise none (argmax)."""
+    if ctx.costs is not None:
+        return scoring.choose_threshold(p1_validation, ctx.y_val, *ctx.costs)
+    if ctx.table.anomaly:
+        return scoring.contamination_threshold(p1_validation, ctx.contamination)
+    return None
 
 
 def refit_member(m: Evaluated, ctx: BuildContext) -> bool:
@@ -211,4 +226,7 @@ def metrics_of(out: Output, y: Any, ctx: BuildContext) -> dict[str, float]:
         assert out.values is not None
         return scoring.regression_metrics(y, out.values)
     assert out.proba is not None and out.labels is not None
-    return scoring.classification_metrics(y, out.proba, out.labels, ctx.n_classes, ctx.costs)
+    metrics = scoring.classification_metrics(y, out.proba, out.labels, ctx.n_classes, ctx.costs)
+    if ctx.table.anomaly:
+        metrics.update(scoring.detection_metrics(y, out.proba[:, 1], out.labels))
+    return metrics

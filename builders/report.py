@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+import numpy as np
+from scipy import stats
 
 from builders.context import OUT_OF_FOLD, BuildContext
 from builders.evaluated import Evaluated, Matrix, ReportFacts
@@ -27,6 +29,7 @@ METRIC_COLUMNS = {
     "binary": ["accuracy", "f1", "log_loss", "roc_auc"],
     "multiclass": ["accuracy", "f1", "log_loss", "roc_auc"],
     "regression": ["rmse", "mae", "r2"],
+    "anomaly": ["average_precision", "precision", "recall", "roc_auc", "accuracy"],
 }
 STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:12px}"
@@ -51,7 +54,8 @@ def leaderboard_rows(
     models: list[Evaluated], metric: str, task: str, simplest: str | None, champion: str
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the leaderboard (shared by the CLI table and the report)."""
-    metrics = METRIC_COLUMNS[task] + (
+    # detectors are a binary task judged on average precision (builders/anomaly.py)
+    metrics = METRIC_COLUMNS["anomaly" if metric == "average_precision" else task] + (
         ["cost"] if any("cost" in m.metrics.get("test", {}) for m in models) else []
     )
     front = pareto_front([(m.name, oriented(metric, m.metrics["test"][metric]), _latency(m)) for m in models])
@@ -183,8 +187,14 @@ def render(
         if opts.refit
         else ""
     )
+    task = (
+        f"anomaly detection (binary: {table.classes[1]!r} is the anomaly; detectors train on the features "
+        "alone, the labels judge them)"
+        if table.anomaly
+        else table.task
+    )
     intro = (
-        f"Dataset `{fp.source}` ({fp.rows} rows, target `{fp.target}`, task **{table.task}**); splits: "
+        f"Dataset `{fp.source}` ({fp.rows} rows, target `{fp.target}`, task **{task}**); splits: "
         f"{facts.split_rows}. Every family got the same budget: {budget}, "
         f"{opts.cv_folds}-fold CV, seed {opts.seed}.{refit} All metrics are on the held-out test split, "
         f"computed from the ONNX outputs the service serves."
@@ -257,6 +267,90 @@ def _against_previous(
     return f"Against version {manifest.version}", text
 
 
+def unlabelled_rows(models: list[Evaluated], champion: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a build without labels (CLI and report): what each detector flags on the
+    test rows and what it costs, nothing judged."""
+    header = [
+        "model",
+        "kind",
+        "flagged on test",
+        "threshold",
+        "onnx µs/row",
+        "batch µs/row",
+        "sklearn µs/row",
+        "size KB",
+    ]
+    rows = []
+    for m in models:
+        out, lat = m.outputs["test"], m.latency
+        assert out.labels is not None and lat is not None
+        rows.append(
+            [
+                m.name + (" ★" if m.name == champion else ""),
+                m.kind,
+                f"{int(out.labels.sum())}/{len(out.labels)} ({out.labels.mean():.1%})",
+                _fmt(m.threshold, 3) if m.threshold is not None else "graph (rank >= 1 - contamination)",
+                _fmt(lat.onnx_single_row_us, 1),
+                _fmt(lat.onnx_batch_row_us, 2),
+                _fmt(lat.sklearn_single_row_us, 1) if lat.sklearn_single_row_us else "–",
+                _fmt(len(m.onnx_bytes) / 1024, 1) if m.onnx_bytes is not None else "–",
+            ]
+        )
+    return header, rows
+
+
+def _agreement(models: list[Evaluated]) -> str:
+    """Spearman correlation of the detectors' anomaly ranks on the test rows, and how often their
+    flags differ: without labels, the only evidence of how diverse the detectors are."""
+    members = [m for m in models if m.kind == "member"]
+    p = [m.outputs["test"].proba for m in members]
+    flags = [m.outputs["test"].labels for m in members]
+    names = [m.name for m in members]
+    rho = stats.spearmanr(np.column_stack([q[:, 1] for q in p if q is not None])).statistic
+    rho = np.atleast_2d(rho) if len(names) > 1 else np.ones((1, 1))
+    corr = [[n, *[f"{rho[i][j]:.2f}" for j in range(len(names))]] for i, n in enumerate(names)]
+    differ = [
+        [n, *[f"{float(np.mean(flags[i] != flags[j])):.3f}" for j in range(len(names))]]
+        for i, n in enumerate(names)
+    ]
+    return (
+        "Spearman correlation of anomaly ranks on the test rows:\n\n"
+        + _table(["rank corr", *names], corr)
+        + "\n\nShare of test rows where two detectors' flags differ:\n\n"
+        + _table(["flags differ", *names], differ)
+    )
+
+
+def render_unlabelled(
+    ctx: BuildContext, models: list[Evaluated], excluded: list[Evaluated], routing: Routing
+) -> str:
+    """The report of a build without labels as Markdown."""
+    table, fp = ctx.table, ctx.table.fingerprint
+    intro = (
+        f"Dataset `{fp.source}` ({fp.rows} rows, no target), task **anomaly detection without labels**: "
+        f"{len(ctx.x_fit)} rows to fit, {len(ctx.x_test)} held out for the ONNX parity check and the "
+        f"flag counts. Each detector runs with its library defaults (a search needs a score, and there "
+        f"are no labels to score with) and flags rows whose anomaly rank among the fitting rows is at "
+        f"least 1 - contamination ({ctx.contamination:g}). Nothing here is judged: post labels "
+        f"(`{table.classes[1]}` / `{table.classes[0]}`) to /feedback and /compare gives each detector's "
+        f"precision and recall with intervals and paired tests."
+    )
+    if table.dropped:
+        intro += " Dropped columns: " + "; ".join(f"`{d.name}` ({d.reason})" for d in table.dropped) + "."
+    header, rows = unlabelled_rows(models, routing.champion)
+    members = [m for m in models if m.kind == "member"]
+    sections = [
+        ("Overview", intro),
+        (
+            "Detectors",
+            f"★ champion: **{routing.champion}**. Rule: {routing.rule}.\n\n" + _table(header, rows),
+        ),
+        ("Agreement between detectors", _agreement(models)),
+        ("ONNX parity (export vs scikit-learn on test rows)", _parity(members, excluded)),
+    ]
+    return f"# Offline report: {table.name}\n\n" + "\n\n".join(f"## {t}\n\n{md}\n" for t, md in sections)
+
+
 def write(
     out: Path,
     ctx: BuildContext,
@@ -267,8 +361,11 @@ def write(
     routing: Routing,
 ) -> None:
     """Write report.md, report.html and plots/ into the staging folder ``out``."""
-    plots = write_plots(out, ctx.table, models, facts, metric)
-    md = render(ctx, models, excluded, facts, metric, routing, plots)
+    if ctx.table.labelled:
+        plots = write_plots(out, ctx.table, models, facts, metric)
+        md = render(ctx, models, excluded, facts, metric, routing, plots)
+    else:
+        md = render_unlabelled(ctx, models, excluded, routing)
     (out / "report.md").write_text(md)
     body = markdown.markdown(md, extensions=["tables"], output_format="html")
     title = html.escape(f"Offline report: {ctx.table.name}")

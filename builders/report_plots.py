@@ -79,7 +79,7 @@ def _curves(plots: Path, models: list[Evaluated], metric: str, files: dict[str, 
                 ms=3,
             )
         ax.set_xlabel("training rows")
-        ax.set_ylabel("cross-validated " + ("RMSE" if metric == "rmse" else "accuracy"))
+        ax.set_ylabel("cross-validated " + ("RMSE" if metric == "rmse" else metric.replace("_", " ")))
         ax.set_title("Learning curves (↗: still improving at full size)")
         ax.legend(fontsize=7)
         fig.tight_layout()

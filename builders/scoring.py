@@ -11,10 +11,13 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     f1_score,
     log_loss,
     mean_absolute_error,
+    precision_score,
     r2_score,
+    recall_score,
     roc_auc_score,
     root_mean_squared_error,
 )
@@ -33,12 +36,28 @@ HIGHER_IS_BETTER = {
     "mae": False,
     "r2": True,
     "cost": False,
+    "average_precision": True,
+    "precision": True,
+    "recall": True,
 }
+
+
+def detection_metrics(
+    y: npt.NDArray[Any], p_anomaly: npt.NDArray[Any], labels: npt.NDArray[Any]
+) -> dict[str, float]:
+    """Detectors (class 1 = anomaly): precision and recall of the flagged rows, average precision of
+    the anomaly score (the area under the precision-recall curve, as scikit-learn steps it)."""
+    y = np.asarray(y)
+    return {
+        "precision": float(precision_score(y, labels, pos_label=1, zero_division=0)),
+        "recall": float(recall_score(y, labels, pos_label=1, zero_division=0)),
+        "average_precision": float(average_precision_score(y, p_anomaly)) if y.any() else 0.0,
+    }
 
 
 def primary_metric(task: str) -> str:
     """The metric the leaderboard, ensemble weights and champion rule use."""
-    return "rmse" if task == "regression" else "accuracy"
+    return {"regression": "rmse", "anomaly": "average_precision"}.get(task, "accuracy")
 
 
 def classification_metrics(
@@ -114,6 +133,12 @@ def choose_threshold(p1: npt.NDArray[Any], y: npt.NDArray[Any], fp_cost: float, 
     # Not rounded: probabilities closer than the rounding step (saturated float32 outputs near 0 or 1)
     # would land on the other side of it, and the stored threshold would no longer make this decision.
     return float(candidates[pick])
+
+
+def contamination_threshold(p1: npt.NDArray[Any], contamination: float) -> float:
+    """The smallest score among the top ``contamination`` share of these rows: flagging scores at or
+    above it flags about that share (fewer when scores tie)."""
+    return float(np.quantile(np.asarray(p1, dtype=np.float64), 1.0 - contamination, method="higher"))
 
 
 def served_labels(proba: npt.NDArray[Any], threshold: float | None) -> npt.NDArray[np.int64]:
@@ -260,6 +285,9 @@ def choose_champion(
     closeness = (
         f"whose {rows} {metric} over {n_rows} rows is within one standard error ({se:.4f}) of the best "
         f"({best.name}: {best.validation_score:.4f})"
+        if se > 0
+        # no standard error for this metric (average precision): the best score, speed breaking ties
+        else f"with the best {rows} {metric} over {n_rows} rows ({best.name}: {best.validation_score:.4f})"
     )
     if metric == "accuracy" and all(c.correct is not None and c.log_loss is not None for c in pool):
         near, closeness = _near_paired(pool, rows, n_rows)

@@ -38,19 +38,34 @@ def cv_splitter(task: str, folds: int, seed: int) -> BaseCrossValidator:
 
 
 def scoring_for(task: str) -> str:
-    """Higher is better: accuracy for classification, negative RMSE for regression."""
-    return "neg_root_mean_squared_error" if task == "regression" else "accuracy"
+    """Higher is better: accuracy for classification, negative RMSE for regression, average precision
+    of the anomaly score for detectors."""
+    return {"regression": "neg_root_mean_squared_error", "anomaly": "average_precision"}.get(task, "accuracy")
 
 
-def _space_size(space: dict[str, Any]) -> float:
+Space = dict[str, Any] | list[dict[str, Any]]
+"""A family's search space: keys of the model step (or "prep__..." for preprocessing), or a list of
+such dicts, one drawn per trial before its values."""
+
+
+def _space_size(space: Space) -> float:
+    if isinstance(space, list):
+        return float(sum(_space_size(s) for s in space))
     if not all(isinstance(v, list) for v in space.values()):
         return math.inf
     return float(np.prod([len(v) for v in space.values()])) if space else 1.0
 
 
+def _grid(space: Space) -> Any:
+    """The space addressed to the pipeline's steps."""
+    if isinstance(space, list):
+        return [_grid(s) for s in space]
+    return {k if k.startswith("prep__") else f"model__{k}": v for k, v in space.items()}
+
+
 def search(
     pipeline: Pipeline,
-    space: dict[str, Any],
+    space: Space,
     x: pd.DataFrame,
     y: npt.NDArray[Any],
     *,
@@ -75,7 +90,7 @@ def search(
     with warnings.catch_warnings():
         # Small budgets leave MLPs short of convergence; that is part of what the budget buys.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        grid = {f"model__{k}": v for k, v in space.items()}
+        grid = _grid(space)
         common = dict(
             cv=cv,
             scoring=scoring_for(task),
@@ -138,7 +153,7 @@ MAX_TIMED_TRIALS = 1000
 
 def _timed_search(
     pipeline: Pipeline,
-    space: dict[str, Any],
+    space: Space,
     x: pd.DataFrame,
     y: npt.NDArray[Any],
     *,
@@ -151,7 +166,7 @@ def _timed_search(
     """Trials drawn in one seeded order (the same table and seed always try the same configurations
     first), each scored by the same CV, until ``seconds`` are spent; at least one. Only the number of
     trials depends on the machine's speed; the best is the first of the highest CV score."""
-    grid = {f"model__{k}": v for k, v in space.items()}
+    grid = _grid(space)
     n = int(min(MAX_TIMED_TRIALS, _space_size(space)))
     order = list(ParameterSampler(grid, n_iter=n, random_state=seed)) if grid else [{}]
     started = time.perf_counter()
@@ -186,8 +201,11 @@ def _timed_search(
 
 
 def _param_name(key: str) -> str:
-    """A search key as the card shows it: without the pipeline step and the early-stopping wrapper."""
-    return key.removeprefix("model__").removeprefix("estimator__")
+    """A search key as the card shows it: without the pipeline step and the early-stopping wrapper
+    (a text column's vectoriser keeps its step: "text_0__ngram_range")."""
+    for prefix in ("prep__", "model__", "estimator__", "detector__"):
+        key = key.removeprefix(prefix)
+    return key
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,10 +10,10 @@ import numpy as np
 from skl2onnx.common.data_types import FloatTensorType
 
 from builders import ensembles as ens
-from builders import export, scoring
+from builders import export
 from builders.context import OUT_OF_FOLD, BuildContext
 from builders.evaluated import Evaluated
-from builders.members import record_out_of_fold, session
+from builders.members import decision_threshold, record_out_of_fold, session
 from contract.combine import stack_features
 from contract.manifest import ParityRecord
 from contract.outputs import Output
@@ -46,11 +46,11 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
     ev.parity = _parity(ev, meta, chosen, ctx)
     if not ev.parity.passed:
         return None
-    if ctx.costs is not None:
+    if ctx.costs is not None or ctx.table.anomaly:
         score_combined(ev, chosen, ctx)
         proba = ev.outputs["validation"].proba
         assert proba is not None
-        ev.threshold = scoring.choose_threshold(proba[:, 1], ctx.y_val, *ctx.costs)
+        ev.threshold = decision_threshold(proba[:, 1], ctx)
     score_combined(ev, chosen, ctx)
     # its own out-of-fold outputs: the meta-learner cross-validated on the members' out-of-fold
     # outputs, over the same folds (for the champion rule, beside every other model's)

@@ -69,7 +69,9 @@ def _stage(m: Evaluated, tmp: Path, ctx: BuildContext, metric: str) -> MemberSpe
         graph.write_bytes(m.onnx_bytes)
         onnx_rel = str(graph.relative_to(tmp))
     estimator = (
-        fit_estimator(m.outputs["validation"], ctx.y_val, ctx.n_classes) if ctx.classification else None
+        fit_estimator(m.outputs["validation"], ctx.y_val, ctx.n_classes)
+        if ctx.classification and ctx.table.labelled
+        else None
     )
     card = m.card(ctx.table.fingerprint, ctx.versions, metric, estimator)
     (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")

@@ -19,7 +19,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", help="a dataset bundled with scikit-learn: breast_cancer, wine, digits, iris, diabetes"
     )
     parser.add_argument("--target", help="target column (bundled datasets: 'target')")
-    parser.add_argument("--task", choices=["auto", "binary", "multiclass", "regression"], default="auto")
+    parser.add_argument(
+        "--task",
+        choices=["auto", "binary", "multiclass", "regression", "anomaly"],
+        default="auto",
+        help="anomaly: detectors train on the features alone; the target's rarer label is the anomaly",
+    )
+    parser.add_argument(
+        "--contamination",
+        type=float,
+        help="--task anomaly: expected share of anomalies, where detectors flag (default: the labels' share)",
+    )
     parser.add_argument("--out", type=Path, default=Path("models"), help="repository root (default: models)")
     parser.add_argument("--name", help="model name in the repository (default: dataset or file name)")
     parser.add_argument("--budget", type=int, default=8, help="search trials per family (same for all)")
@@ -37,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "candidates per family (most of them on a sample of the rows)",
     )
     parser.add_argument("--families", nargs="+", help="families to train (baseline and simplest always run)")
+    parser.add_argument(
+        "--text",
+        nargs="+",
+        metavar="COLUMN",
+        help="free-text columns (TF-IDF inside the graph); string columns of several words with many "
+        "distinct values are found without it",
+    )
     parser.add_argument("--fp-cost", type=float, help="cost of a false positive (binary; with --fn-cost)")
     parser.add_argument("--fn-cost", type=float, help="cost of a false negative (binary; with --fp-cost)")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     """Run a build; BuildError exits 2 with one line and nothing written."""
     from builders.build import BuildOptions, run_build
     from builders.errors import BuildError
-    from builders.report import leaderboard_rows
+    from builders.report import leaderboard_rows, unlabelled_rows
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
     opts = BuildOptions(
@@ -83,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget,
         search=args.search,
         families=args.families,
+        text=args.text,
+        contamination=args.contamination,
         fp_cost=args.fp_cost,
         fn_cost=args.fn_cost,
         seed=args.seed,
@@ -106,6 +125,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ok = [m for m in result.models if not m.excluded]
     manifest = result.manifest
+    if not manifest.dataset.target:  # built without labels: nothing is judged, nothing to rank
+        header, rows = unlabelled_rows(ok, manifest.routing.champion)
+        board = Table(title=f"Detectors: {manifest.name} v{manifest.version} (no labels; test split flags)")
+        for h in header:
+            board.add_column(h)
+        for r in rows:
+            board.add_row(*r)
+        console.print(board)
+        console.print(
+            f"wrote {result.path} in {result.seconds:.1f}s; report: {result.path / 'report.html'}",
+            markup=False,
+        )
+        return 0 if uri is None else _track(uri, result, vars(args), console)
     header, rows = leaderboard_rows(
         ok,
         manifest.primary_metric,

@@ -39,15 +39,16 @@ class _Strict(BaseModel):
 
 class ColumnSpec(_Strict):
     """One raw input column. Numeric columns are the columns, in manifest order, of one [N, k] float
-    input named NUMERIC_INPUT; each categorical column is its own [N, 1] string input."""
+    input named NUMERIC_INPUT; each categorical or text column is its own [N, 1] string input."""
 
     name: str
     """The column name clients use in their records."""
     tensor: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    """A sanitised form of ``name``: the ONNX input of a categorical column, the training column name
-    of any column."""
-    kind: Literal["numeric", "categorical"]
-    """numeric columns are float32 tensors; categorical ones are string tensors ("" means missing)."""
+    """A sanitised form of ``name``: the ONNX input of a string column, the training column name of
+    any column."""
+    kind: Literal["numeric", "categorical", "text"]
+    """numeric columns are float32 tensors; categorical and text ones string tensors ("" means missing).
+    A text column is free text that the graphs tokenise themselves (TF-IDF inside the graph)."""
     categories: list[str] = []
     """Categories seen in training (unknown ones are accepted and ignored by the one-hot encoder)."""
     missing_in_training: int = 0
@@ -290,7 +291,7 @@ class Manifest(_Strict):
             raise ValueError(f"inputs: tensor names must be unique and not {NUMERIC_INPUT!r}")
         kinds = [c.kind for c in self.inputs]
         if kinds != sorted(kinds, key=lambda k: k != "numeric"):
-            raise ValueError("inputs: numeric columns must come before categorical ones")
+            raise ValueError("inputs: numeric columns must come before string (categorical, text) ones")
         return self
 
     @model_validator(mode="before")
@@ -307,7 +308,7 @@ class Manifest(_Strict):
         """ONNX input name -> (kind, width) that every member graph takes."""
         numeric = sum(1 for c in self.inputs if c.kind == "numeric")
         out = {NUMERIC_INPUT: ("numeric", numeric)} if numeric else {}
-        out.update({c.tensor: ("categorical", 1) for c in self.inputs if c.kind == "categorical"})
+        out.update({c.tensor: (c.kind, 1) for c in self.inputs if c.kind != "numeric"})
         return out
 
     def variant_names(self) -> list[str]:

@@ -5,7 +5,8 @@ A version folder may hold ``reference.json`` (written by every build since schem
 repository without one is served as before, and /drift says it has no reference). Numeric columns are
 cut at their training deciles (ties merged, so a discrete column has fewer bins), plus one bin for
 missing values; categorical columns get one bin per training category (the most frequent
-MAX_CATEGORIES), one for any other value and one for missing. Binning the same [N, k] float32 feeds
+MAX_CATEGORIES), one for any other value and one for missing; text columns are cut at the deciles of
+their length in characters (a change in what clients send shows there first), plus missing. Binning the same [N, k] float32 feeds
 offline and online is what makes the counts comparable: a value equal to an edge falls in the lower
 bin on both sides.
 """
@@ -36,9 +37,10 @@ class ColumnReference(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["numeric", "categorical"]
+    kind: Literal["numeric", "categorical", "text"]
     edges: list[float] = []
-    """numeric: ascending cut points; bin i holds edges[i-1] < x <= edges[i], the last bin x > edges[-1]."""
+    """numeric, text (of the length in characters): ascending cut points; bin i holds
+    edges[i-1] < x <= edges[i], the last bin x > edges[-1]."""
     categories: list[str] = []
     """categorical: one bin each, then "other", then missing."""
     counts: list[int]
@@ -46,7 +48,7 @@ class ColumnReference(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ColumnReference:
-        expected = len(self.edges) + 2 if self.kind == "numeric" else len(self.categories) + 2
+        expected = len(self.edges) + 2 if self.kind != "categorical" else len(self.categories) + 2
         if len(self.counts) != expected:
             raise ValueError(f"column {self.name!r}: expected {expected} counts, got {len(self.counts)}")
         if self.edges != sorted(set(self.edges)):
@@ -58,6 +60,8 @@ class ColumnReference(BaseModel):
         if self.kind == "categorical":
             return [*self.categories, "(other)", "(missing)"]
         e = [f"{v:.4g}" for v in self.edges]
+        if self.kind == "text":
+            e = [f"{v:.0f} chars" for v in self.edges]
         if not e:
             return ["(any)", "(missing)"]
         inner = [f"({a}, {b}]" for a, b in itertools.pairwise(e)]
@@ -86,33 +90,46 @@ def build_reference(
     for j, spec in enumerate(numeric):
         assert x is not None
         col = x[:, j].astype(np.float64)
-        present = col[~np.isnan(col)]
-        edges = sorted({float(v) for v in np.quantile(present, QUANTILES)}) if len(present) else []
-        # the top edge equal to the maximum would leave the last bin empty in training: drop it
-        if edges and len(present) and edges[-1] >= float(present.max()):
-            edges = edges[:-1]
+        edges = _decile_edges(col[~np.isnan(col)])
         refs.append(
             ColumnReference(name=spec.name, kind="numeric", edges=edges, counts=[0] * (len(edges) + 2))
         )
     for spec in columns:
-        if spec.kind != "categorical":
+        if spec.kind == "numeric":
             continue
         values = feeds[spec.tensor][:, 0]
+        if spec.kind == "text":
+            lengths = np.asarray([len(v) for v in values if v != MISSING_CATEGORY], dtype=np.float64)
+            edges = _decile_edges(lengths)
+            refs.append(
+                ColumnReference(name=spec.name, kind="text", edges=edges, counts=[0] * (len(edges) + 2))
+            )
+            continue
         freq = Counter(str(v) for v in values if v != MISSING_CATEGORY)
         cats = [v for v, _ in sorted(freq.items(), key=lambda t: (-t[1], t[0]))[:MAX_CATEGORIES]]
         refs.append(
             ColumnReference(name=spec.name, kind="categorical", categories=cats, counts=[0] * (len(cats) + 2))
         )
     binner = Binner(refs)
-    counts, offsets = (
-        binner.count(feeds, [c.tensor for c in columns if c.kind == "categorical"]),
-        binner.offsets,
-    )
+    counts, offsets = binner.count(feeds, string_tensors(columns)), binner.offsets
     done = [
         r.model_copy(update={"counts": [int(v) for v in counts[offsets[i] : offsets[i + 1]]]})
         for i, r in enumerate(refs)
     ]
     return InputReference(split=split, rows=rows, columns=done)
+
+
+def string_tensors(columns: Sequence[ColumnSpec]) -> list[str]:
+    """The string inputs (categorical and text) in manifest order, as :meth:`Binner.count` takes them."""
+    return [c.tensor for c in columns if c.kind != "numeric"]
+
+
+def _decile_edges(present: npt.NDArray[np.float64]) -> list[float]:
+    edges = sorted({float(v) for v in np.quantile(present, QUANTILES)}) if len(present) else []
+    # the top edge equal to the maximum would leave the last bin empty in training: drop it
+    if edges and edges[-1] >= float(present.max()):
+        edges = edges[:-1]
+    return edges
 
 
 @dataclass
@@ -133,15 +150,21 @@ class Binner:
             self._edges[j, : len(c.edges)] = c.edges
         self._missing_bin = np.asarray([len(c.edges) + 1 for c in numeric], dtype=np.int64)
         self._numeric_offsets = self.offsets[: len(numeric)]
-        self._categorical = [
-            (int(self.offsets[i]), {v: k for k, v in enumerate(c.categories)}, len(c.categories))
+        self._categorical = {
+            i: (int(self.offsets[i]), {v: k for k, v in enumerate(c.categories)}, len(c.categories))
             for i, c in enumerate(self.columns)
             if c.kind == "categorical"
-        ]
+        }
+        self._text = {
+            i: (int(self.offsets[i]), np.asarray(c.edges, dtype=np.float64), len(c.edges) + 1)
+            for i, c in enumerate(self.columns)
+            if c.kind == "text"
+        }
+        self._strings = [i for i, c in enumerate(self.columns) if c.kind != "numeric"]
 
     def count(self, feeds: Mapping[str, npt.NDArray[Any]], tensors: Sequence[str]) -> npt.NDArray[np.int64]:
-        """Bin counts of a batch of graph feeds; ``tensors`` names the categorical inputs in
-        reference order (the manifest's tensor names)."""
+        """Bin counts of a batch of graph feeds; ``tensors`` names the string (categorical and text)
+        inputs in reference order (the manifest's tensor names, :func:`string_tensors`)."""
         out = np.zeros(self.size, dtype=np.int64)
         x = feeds.get(NUMERIC_INPUT)
         if x is not None and len(self._numeric_offsets):
@@ -155,9 +178,19 @@ class Binner:
             if missing.any():
                 bins = np.where(missing, self._missing_bin[None, :], bins)
             out += np.bincount((bins + self._numeric_offsets[None, :]).ravel(), minlength=self.size)
-        for (offset, index, n), tensor in zip(self._categorical, tensors, strict=True):
+        for i, tensor in zip(self._strings, tensors, strict=True):
+            values = feeds[tensor][:, 0].tolist()
+            if i in self._text:
+                offset, edges, missing_bin = self._text[i]
+                lengths = np.fromiter(map(len, values), dtype=np.float64, count=len(values))
+                # a value equal to an edge falls in the lower bin, as for numeric columns
+                ranks = np.searchsorted(edges, lengths, side="left")
+                ranks[lengths == 0] = missing_bin  # "" is missing
+                out += np.bincount(ranks + offset, minlength=self.size)
+                continue
+            offset, index, n = self._categorical[i]
             # one dictionary lookup per distinct value, not per row
-            for v, k in Counter(feeds[tensor][:, 0].tolist()).items():
+            for v, k in Counter(values).items():
                 out[offset + (n + 1 if v == MISSING_CATEGORY else index.get(str(v), n))] += k
         return out
 

@@ -27,11 +27,14 @@ if [[ "$(cat "$VENV/.stamp" 2>/dev/null || true)" != "$stamp_value" ]]; then
 fi
 
 # Debian packages the tests and the demo use (a real Prometheus server; PostgreSQL's server binaries
-# for the shared-ledger tests, which start throw-away clusters of their own with initdb; Chromium).
+# for the shared-ledger tests, which start throw-away clusters of their own with initdb; Chromium;
+# fortunes).
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the /ui page is tested in headless Chromium
+# Debian's fortunes: the bundled text-classification table (`--dataset fortunes`, the text tests)
+[[ -f /usr/share/games/fortunes/computers ]] || need_apt+=(fortunes)
 if (( ${#need_apt[@]} )); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing Debian packages: ${need_apt[*]}" >&2

@@ -24,8 +24,10 @@ from tests.helpers import (
     BuiltRepo,
     BundledBuild,
     HeldOut,
+    TextRepo,
     build_bundled,
     churn_frame,
+    fortune_frame,
     manifest_data,
     to_records,
 )
@@ -117,6 +119,45 @@ def built_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
         )
     )
     return BuiltRepo(root=base / "models", version=result.path, csv=csv)
+
+
+@pytest.fixture(scope="session")
+def anomaly_repo(tmp_path_factory: pytest.TempPathFactory) -> BundledBuild:
+    """Anomaly detection: wbc_outliers (357 benign, 21 malignant), every detector, budget 2."""
+    out: Path = tmp_path_factory.mktemp("anomaly-repo")
+    return build_bundled(BuildOptions(dataset="wbc_outliers", out=out, budget=2, learning_curves=False))
+
+
+@pytest.fixture(scope="session")
+def unlabelled_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepo:
+    """Anomaly detection without labels: wbc_outliers' features alone, every detector's defaults."""
+    from builders.build import run_build
+    from builders.data import load_wbc_outliers
+
+    base = tmp_path_factory.mktemp("unlabelled")
+    csv = base / "wbc_nolabels.csv"
+    load_wbc_outliers().drop(columns=["diagnosis"]).to_csv(csv, index=False)
+    result = run_build(BuildOptions(data=csv, task="anomaly", out=base / "models", contamination=0.06))
+    return BuiltRepo(root=base / "models", version=result.path, csv=csv)
+
+
+@pytest.fixture(scope="session")
+def text_repo(tmp_path_factory: pytest.TempPathFactory) -> TextRepo:
+    """Text classification: fortunes of three topics beside a numeric and a categorical column, every
+    family of the text field (dummy, logreg, complement_nb, linear_svm), budget 2."""
+    from builders.build import run_build
+
+    base = tmp_path_factory.mktemp("text")
+    csv = base / "fortunes.csv"
+    fortune_frame().to_csv(csv, index=False)
+    messages: list[str] = []
+    result = run_build(
+        BuildOptions(
+            data=csv, target="topic", out=base / "models", name="fortunes", budget=2, learning_curves=False
+        ),
+        progress=messages.append,
+    )
+    return TextRepo(root=base / "models", version=result.path, csv=csv, progress=messages)
 
 
 @pytest.fixture(scope="session")

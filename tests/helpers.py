@@ -220,13 +220,14 @@ def build_bundled(opts: BuildOptions) -> BundledBuild:
     from sklearn.model_selection import train_test_split
 
     from builders.build import run_build
-    from builders.data import frame_digest, load_bundled, prepare
+    from builders.data import DEFAULT_TASKS, frame_digest, load_bundled, prepare
 
     assert opts.dataset is not None
     messages: list[str] = []
     result = run_build(opts, progress=messages.append)
     frame, target = load_bundled(opts.dataset)
-    table = prepare(frame, target, opts.task, opts.dataset, f"sklearn:{opts.dataset}", frame_digest(frame))
+    task = DEFAULT_TASKS.get(opts.dataset, opts.task) if opts.task == "auto" else opts.task
+    table = prepare(frame, target, task, opts.dataset, f"sklearn:{opts.dataset}", frame_digest(frame))
     stratify = table.y if table.task != "regression" else None
     _, x_test, _, y_test = train_test_split(
         table.features, table.y, test_size=0.2, random_state=opts.seed, stratify=stratify
@@ -267,12 +268,38 @@ def churn_frame(n: int = 420, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def fortune_frame(per_topic: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A mixed text table from Debian's fortunes package: three topics' texts (some missing), their
+    word count (numeric) and whether they carry an attribution (categorical)."""
+    from builders.data import load_fortunes
+
+    rng = np.random.default_rng(seed)
+    frame = load_fortunes()
+    frame = frame[frame["topic"].isin(["computers", "food", "law"])]
+    frame = frame.groupby("topic").head(per_topic).reset_index(drop=True)
+    words = frame["text"].str.split().str.len().astype(float)
+    attributed = np.where(frame["text"].str.contains(" -- "), "yes", "no").astype(object)
+    text = frame["text"].astype(object)
+    text[rng.random(len(frame)) < 0.04] = None
+    return pd.DataFrame({"text": text, "words": words, "attributed": attributed, "topic": frame["topic"]})
+
+
 def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready records (NaN -> None)."""
     out = []
     for rec in frame.to_dict(orient="records"):
         out.append({k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()})
     return out
+
+
+@dataclass(frozen=True)
+class TextRepo:
+    """The fortunes repository (tests/conftest.py): root, version, the CSV and the build's messages."""
+
+    root: Path
+    version: Path
+    csv: Path
+    progress: list[str]
 
 
 @dataclass(frozen=True)

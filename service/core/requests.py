@@ -30,7 +30,7 @@ def records_to_feeds(
     manifest: Manifest, records: Any, max_rows: int, field: str = "records"
 ) -> dict[str, npt.NDArray[Any]]:
     """Check every record (exactly the schema's columns; numbers or null for numeric columns, strings or
-    null for categorical ones; no NaN or infinity) and build the graph feeds (contract.feeds' layout).
+    null for categorical and text ones; no NaN or infinity) and build the graph feeds (contract.feeds' layout).
 
     Column-wise with a type-set fast path: a clean batch costs one pass per column; the slow path
     runs only to name the first bad value. One function on purpose: it is the hot path of every JSON
@@ -114,8 +114,8 @@ def _compiled(manifest: Manifest) -> _Schema:
     schema = _Schema(
         names=frozenset(c.name for c in cols),
         numeric=tuple(c.name for c in cols if c.kind == "numeric"),
-        text=tuple(c.name for c in cols if c.kind == "categorical"),
-        text_tensors=tuple(c.tensor for c in cols if c.kind == "categorical"),
+        text=tuple(c.name for c in cols if c.kind != "numeric"),
+        text_tensors=tuple(c.tensor for c in cols if c.kind != "numeric"),
     )
     if len(_SCHEMAS) > 16:  # a few reloads' worth; old manifests need not stay alive
         _SCHEMAS.clear()

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.manifest import NUMERIC_INPUT
-from contract.reference import Binner, InputReference
+from contract.reference import Binner, InputReference, string_tensors
 from service import metrics
 from service.drift.report import drift_document, publish
 from service.ledger.database import Database, database_errors, failure_reason
@@ -95,7 +95,7 @@ class LiveInputs:
                 m.version,
                 ref,
                 Binner(ref.columns),
-                [c.tensor for c in m.inputs if c.kind == "categorical"],
+                string_tensors(m.inputs),
             )
         with self._lock:
             if self._current is not None:

@@ -133,7 +133,7 @@ def _column_tensor(
             raise InvalidField(f"{field}.data", "finite numbers (NaN means missing)", "infinity")
         return out
     if dtype != "BYTES":
-        raise InvalidField(f"{field}.datatype", "BYTES (a categorical column)", describe(dtype))
+        raise InvalidField(f"{field}.datatype", f"BYTES (a {spec.kind} column)", describe(dtype))
     if binary is not None:
         strings: list[Any] = _decode_bytes(binary, f"{field}.data")
     else:

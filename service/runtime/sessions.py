@@ -2,7 +2,7 @@
 
 Every session names its execution providers; one that is not available is a load error, never a silent
 fallback to another. Inputs must be exactly the manifest's (one [N, k] float input for the numeric
-columns, one string input per categorical column) and outputs plain tensors with the manifest's names
+columns, one string input per categorical or text column) and outputs plain tensors with the manifest's names
 (a ZipMap output is a sequence of maps: refused with a hint).
 """
 
@@ -16,7 +16,7 @@ import onnxruntime as ort
 from contract.manifest import EnsembleSpec, Manifest
 from contract.verify import RepositoryError
 
-ORT_TYPES = {"numeric": "tensor(float)", "categorical": "tensor(string)"}
+ORT_TYPES = {"numeric": "tensor(float)", "categorical": "tensor(string)", "text": "tensor(string)"}
 
 
 def open_session(path: Path, providers: Sequence[str], threads: int) -> ort.InferenceSession:

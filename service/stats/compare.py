@@ -1,7 +1,8 @@
 """Offline against online: per-model live metrics with intervals, rank agreement, paired tests.
 
 Classification: accuracy with a 95% Wilson interval; champion vs each other model on the rows both
-answered and that have labels. Regression: RMSE with a 95% interval (t-interval on squared errors,
+answered and that have labels. Binary tasks (detectors among them) add precision and recall of class 1
+with Wilson intervals, average precision, and a paired McNemar test on recall (service/stats/detection.py). Regression: RMSE with a 95% interval (t-interval on squared errors,
 then the square root), champion vs each other model on the paired absolute errors.
 
 The verdicts rest on always-valid sequential tests (service/stats/sequential.py: a beta-mixture
@@ -24,6 +25,7 @@ from scipy import stats
 
 from contract.manifest import Manifest, ModelCard
 from service.stats.calibration import online_calibration
+from service.stats.detection import detection_row, flags, paired_recall
 from service.stats.estimates import accuracy_estimate
 from service.stats.sequential import always_valid_p, discordant_e_value, mixture_sprt_e_value
 from service.stats.significance import (
@@ -83,8 +85,11 @@ def compare(
     tau, tau_p = kendall([sign * m["offline"] for m in scored], [sign * m["online"] for m in scored])
     tests = [_paired(data, champion, other, regression) for other in others]
     final = _with_verdicts(tests, regression)
+    if len(manifest.classes) == 2 and not regression and calibration is not None:
+        _add_detection(models, final, cards, data, calibration, champion)
     best_offline = _best(scored, "offline", sign)
-    best_online = _best(scored, "online", sign)
+    # online leader among every model with labelled answers (a build without labels has no offline score)
+    best_online = _best([m for m in models if m["online"] is not None], "online", sign)
     return {
         "model": manifest.name,
         "version": manifest.version,
@@ -102,6 +107,35 @@ def compare(
         "tests": final,
         "summary": summary(best_offline, best_online, champion, final),
     }
+
+
+def _add_detection(
+    models: list[dict[str, Any]],
+    tests: list[dict[str, Any]],
+    cards: Mapping[str, ModelCard],
+    data: Mapping[str, Outcomes],
+    calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+    champion: str,
+) -> None:
+    """Binary tasks: each model's precision and recall of class 1 (the anomaly, for detectors) and
+    each comparison's paired recall test, in place."""
+    for m in models:
+        name = m["model"]
+        if name in data and name in calibration:
+            score, hit = calibration[name]
+            m["detection"] = detection_row(data[name][1], score, hit, cards[name].metrics.get("test", {}))
+    if champion not in data or champion not in calibration:
+        return
+    keys_c, correct_c = data[champion]
+    hit_c = calibration[champion][1]
+    for t in tests:
+        other = t["challenger"]
+        if other == champion or other not in data or other not in calibration:
+            continue
+        keys_o, correct_o = data[other]
+        t["recall_test"] = paired_recall(
+            keys_c, flags(correct_c, hit_c), keys_o, flags(correct_o, calibration[other][1]), hit_c
+        )
 
 
 def _model_rows(
@@ -225,7 +259,8 @@ def summary(
         return "No labelled traffic yet: post labels to /feedback to compare offline and online."
     winners = [t["challenger"] for t in tests if t["verdict"] == "challenger is better"]
     losers = [t["challenger"] for t in tests if t["verdict"] == "challenger is worse"]
-    text = f"Offline winner: {best_offline}; online leader: {best_online}. Champion: {champion}. "
+    offline = best_offline or "none (no offline scores: built without labels)"
+    text = f"Offline winner: {offline}; online leader: {best_online}. Champion: {champion}. "
     if winners:
         text += f"Significantly better than the champion online: {', '.join(winners)}. "
     else:

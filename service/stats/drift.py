@@ -62,7 +62,7 @@ def column_drift(ref: ColumnReference, live: npt.NDArray[np.int64], min_rows: in
     reference = np.asarray(ref.counts, dtype=np.int64)
     rows = int(live.sum())
     score = psi(reference, live) if rows else 0.0
-    if ref.kind == "numeric":
+    if ref.kind != "categorical":  # numbers, or text lengths: ordered bins
         test = "ks"
         statistic, p = binned_ks(reference[:-1], live[:-1])
     else:

@@ -18,7 +18,16 @@ from cli.main import main
 from cli.replay.client import run
 from cli.replay.command import make_plan
 from cli.replay.traffic import fetch_schema
-from tests.helpers import ROOT, BuiltRepo, Server, free_port, start_server, stop_server
+from tests.helpers import (
+    ROOT,
+    BuiltRepo,
+    BundledBuild,
+    Server,
+    TextRepo,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +267,95 @@ def test_replay_drift_spec_moves_only_the_columns_it_touches(
         assert columns[name]["status"] == "stable", columns[name]
         assert columns[name]["p_value"] > 1e-3, columns[name]
     assert "Input drift" in out and "drifted (PSI >= 0.25): age" in out, out
+
+
+@pytest.mark.slow
+def test_replay_sends_text_rows_and_joins_their_labels(
+    text_repo: TextRepo, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    srv = start_server(text_repo.root, tmp_path_factory.mktemp("text-server") / "bentoml.log")
+    try:
+        table = pd.read_csv(text_repo.csv)
+        schema = fetch_schema(srv.url)
+        assert [c["kind"] for c in schema.inputs] == ["numeric", "categorical", "text"]
+        plan = make_plan(
+            table,
+            schema,
+            "topic",
+            rows=60,
+            routing_key=None,
+            drift_spec=None,
+            drift_after=0.5,
+            jitter=0.0,
+            seed=0,
+        )
+        assert all(isinstance(r["text"], str | None) for r in plan.records)
+        for oip in (False, True):
+            stats = asyncio.run(
+                run(
+                    srv.url,
+                    plan,
+                    schema,
+                    rps=200,
+                    duration=None,
+                    label_delay=0.2,
+                    label_fraction=1.0,
+                    oip=oip,
+                    seed=0,
+                )
+            )
+            assert stats.answered == 60 and not stats.errors
+            assert stats.labels_posted == stats.labels_joined == 60
+        doc = httpx.get(f"{srv.url}/compare", timeout=30).json()
+        assert doc["labelled_rows"] == 120
+        assert {m["model"] for m in doc["models"]} >= {"complement_nb", "linear_svm", "logreg"}
+    finally:
+        stop_server(srv)
+
+
+@pytest.mark.slow
+def test_replay_of_a_detector_joins_labels_and_compares_detection(
+    anomaly_repo: BundledBuild, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from builders.data import load_wbc_outliers
+
+    srv = start_server(
+        anomaly_repo.version_dir.parent.parent, tmp_path_factory.mktemp("anomaly") / "bentoml.log"
+    )
+    try:
+        table = load_wbc_outliers()
+        schema = fetch_schema(srv.url)
+        assert schema.classes == ["benign", "malignant"]
+        plan = make_plan(
+            table,
+            schema,
+            "diagnosis",
+            rows=150,
+            routing_key=None,
+            drift_spec=None,
+            drift_after=0.5,
+            jitter=0.0,
+            seed=0,
+        )
+        stats = asyncio.run(
+            run(
+                srv.url,
+                plan,
+                schema,
+                rps=300,
+                duration=None,
+                label_delay=0.2,
+                label_fraction=1.0,
+                oip=False,
+                seed=0,
+            )
+        )
+        assert stats.answered == 150 and not stats.errors and stats.labels_joined == 150
+        doc = httpx.get(f"{srv.url}/compare", timeout=30).json()
+        assert doc["labelled_rows"] == 150
+        for m in doc["models"]:
+            assert m["detection"]["n"] == 150 and m["detection"]["positives"] == plan.labels.count(
+                "malignant"
+            )
+    finally:
+        stop_server(srv)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cli.main import main
@@ -82,6 +83,41 @@ BAD_INPUT = {
     "one fold": (
         lambda t: ["--dataset", "iris", "--cv-folds", "1"],
         "--cv-folds: expected at least 2, got 1",
+    ),
+    "text column of numbers": (
+        lambda t: ["--data", write_csv(t, mixed_frame(60)), "--target", "label", "--text", "amount"],
+        "--text 'amount': expected a column of text, got float64 values",
+    ),
+    "text column not in the table": (
+        lambda t: ["--data", write_csv(t, mixed_frame(60)), "--target", "label", "--text", "nope"],
+        "--text: column 'nope' not found",
+    ),
+    "dense family on text": (
+        lambda t: ["--dataset", "fortunes", "--families", "random_forest"],
+        "--families: unknown family 'random_forest' for multiclass with text columns",
+    ),
+    "anomaly with three labels": (
+        lambda t: ["--dataset", "iris", "--task", "anomaly"],
+        "--task anomaly: expected 2 labels in 'target' (normal and anomaly), got 3",
+    ),
+    "contamination without anomaly": (
+        lambda t: ["--dataset", "iris", "--contamination", "0.1"],
+        "--contamination: only with --task anomaly",
+    ),
+    "contamination out of range": (
+        lambda t: ["--dataset", "wbc_outliers", "--contamination", "0.7"],
+        "--contamination: expected a share in (0, 0.5), got 0.7",
+    ),
+    "anomaly with text": (
+        lambda t: [
+            "--data",
+            write_csv(t, pd.DataFrame({"x": range(60), "note": [f"a b c {i}" for i in range(60)]})),
+            "--task",
+            "anomaly",
+            "--text",
+            "note",
+        ],
+        "--task anomaly: text columns are not supported (note)",
     ),
     "unsafe name": (
         lambda t: ["--dataset", "iris", "--name", "../escape"],

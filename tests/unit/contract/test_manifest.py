@@ -123,7 +123,9 @@ def test_numeric_columns_come_first_and_no_column_takes_the_numeric_input_name(
         "b": ("categorical", 1),
     }
     manifest_dict["inputs"] = [text, numeric]
-    with pytest.raises(ValidationError, match=r"numeric columns must come before categorical ones"):
+    with pytest.raises(
+        ValidationError, match=r"numeric columns must come before string \(categorical, text\) ones"
+    ):
         Manifest.model_validate(manifest_dict)
     manifest_dict["inputs"] = [numeric, {**text, "tensor": "numeric"}]
     with pytest.raises(ValidationError, match=r"must be unique and not 'numeric'"):

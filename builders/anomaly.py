@@ -1,0 +1,166 @@
+"""Anomaly detectors served as binary classifiers: a score turned into the fraction of training rows
+it outscores, and a label at the expected contamination, both inside the ONNX graph.
+
+A detector never sees the labels when it trains (``fit`` uses them only to know which class is the
+anomaly); they judge it. Its "probability" of the anomaly class is the empirical rank of its anomaly
+score among the training rows' scores: in [0, 1], comparable across detectors (averaging them is rank
+averaging), and thresholded at 1 - contamination it flags the expected share of rows. The service then
+needs nothing new: labels, the ledger, feedback and /compare treat it as a binary model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from skl2onnx import update_registered_converter
+from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+from skl2onnx.algebra.onnx_ops import (
+    OnnxCast,
+    OnnxConcat,
+    OnnxGreaterOrEqual,
+    OnnxIdentity,
+    OnnxLessOrEqual,
+    OnnxNeg,
+    OnnxReduceMean,
+    OnnxReshape,
+    OnnxSub,
+)
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+
+DEFAULT_CONTAMINATION = 0.05
+
+
+class KNNDistance(BaseEstimator):
+    """Anomaly score as the mean distance to the k nearest training rows (a training row's own
+    distance, zero, left out when the training rows themselves are scored)."""
+
+    def __init__(self, n_neighbors: int = 5) -> None:
+        self.n_neighbors = n_neighbors
+
+    def fit(self, x: Any, y: Any = None) -> KNNDistance:
+        self.neighbors_ = NearestNeighbors(n_neighbors=self.n_neighbors).fit(x)
+        # skl2onnx refuses a model with both a radius and a k; kneighbors never reads the radius
+        self.neighbors_.radius = None
+        return self
+
+    def decision_function(self, x: Any) -> npt.NDArray[np.float64]:
+        """Higher is more normal, as scikit-learn's detectors: minus the mean distance."""
+        dist, _ = self.neighbors_.kneighbors(x)
+        return -np.asarray(dist, dtype=np.float64).mean(axis=1)
+
+    def training_scores(self, x: Any) -> npt.NDArray[np.float64]:
+        dist, _ = self.neighbors_.kneighbors(x, n_neighbors=self.n_neighbors + 1)
+        return -np.asarray(dist[:, 1:], dtype=np.float64).mean(axis=1)
+
+
+class Detector(ClassifierMixin, BaseEstimator):
+    """A detector as a binary classifier of (normal, anomaly): P(anomaly) is the share of training
+    rows whose anomaly score is at most the row's; the label flags P(anomaly) >= 1 - contamination
+    (the card's decision threshold, chosen on validation rows, is what the service applies)."""
+
+    def __init__(self, detector: Any = None, contamination: float = DEFAULT_CONTAMINATION) -> None:
+        self.detector = detector
+        self.contamination = contamination
+
+    def fit(self, x: Any, y: Any) -> Detector:
+        """Fit the detector on ``x`` alone; ``y`` (0 normal, 1 anomaly) is not read beyond its range."""
+        x = np.asarray(x)  # in a pipeline the features are an array already; alone, the same
+        # class indices 0 (normal) and 1 (anomaly) whatever the labels hold: a build without labels
+        # passes all 0, and a CV fold may hold no anomaly
+        if not np.isin(np.unique(y), (0, 1)).all():
+            raise ValueError("expected labels 0 (normal) and 1 (anomaly)")
+        self.classes_ = np.array([0, 1])
+        detector = clone(self.detector)
+        k = getattr(detector, "n_neighbors", None)
+        if k is not None and k >= len(x):
+            # a CV fold or learning-curve subset smaller than k: the nearest len(x) - 1, as LOF itself
+            # does (with a warning) but for every neighbour-based detector alike
+            detector.set_params(n_neighbors=max(len(x) - 1, 1))
+        self.detector_ = detector.fit(x)
+        # The training rows' own scores, each without itself among its neighbours (scoring a row
+        # against a fit that holds it makes it look normal, and every new row's rank too high)
+        if isinstance(self.detector_, KNNDistance):
+            raw = self.detector_.training_scores(x)
+        elif isinstance(self.detector_, LocalOutlierFactor):
+            raw = self.detector_.negative_outlier_factor_ - self.detector_.offset_
+        else:
+            raw = self.detector_.decision_function(x)
+        # an anomaly score, higher = more anomalous, in float32 as the graph computes it
+        scores = -np.asarray(raw, dtype=np.float32)
+        self.train_scores_ = np.sort(scores)
+        # each training row's own rank (as it was scored above), for thresholds chosen on them
+        self.train_rank_ = np.searchsorted(self.train_scores_, scores, side="right") / len(scores)
+        return self
+
+    def anomaly_rank(self, x: Any) -> npt.NDArray[np.float64]:
+        """The share of training rows whose anomaly score is at most each row's."""
+        score = -np.asarray(self.detector_.decision_function(np.asarray(x)), dtype=np.float32)
+        ranks = np.searchsorted(self.train_scores_, score, side="right")
+        return ranks.astype(np.float64) / len(self.train_scores_)
+
+    def predict_proba(self, x: Any) -> npt.NDArray[np.float64]:
+        p = self.anomaly_rank(x)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, x: Any) -> npt.NDArray[Any]:
+        flagged = self.anomaly_rank(x) >= 1.0 - self.contamination
+        return self.classes_[flagged.astype(np.int64)]
+
+
+def with_contamination(pipeline: Any, contamination: float) -> None:
+    """Set where the pipeline's detector flags rows (in place; the dummy baseline has no such step)."""
+    model = pipeline.steps[-1][1]
+    if isinstance(model, Detector):
+        model.set_params(contamination=contamination)
+
+
+def neighbour_steps(model: Any) -> list[Any]:
+    """The estimators inside a detector whose neighbours the graph searches (export sends them
+    through onnxruntime's CDist, as the kNN classifiers: a Scan loop costs ~1 ms a row)."""
+    if not isinstance(model, Detector) or not hasattr(model, "detector_"):
+        return []
+    inner = model.detector_
+    if isinstance(inner, KNNDistance):
+        return [inner.neighbors_]
+    return [inner] if isinstance(inner, LocalOutlierFactor) else []
+
+
+def _shape(operator: Any) -> None:
+    n = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = Int64TensorType([n])
+    operator.outputs[1].type = FloatTensorType([n, 2])
+
+
+def _convert(scope: Any, operator: Any, container: Any) -> None:
+    model: Detector = operator.raw_operator
+    opv = container.target_opset
+    x = operator.inputs[0]
+    inner = model.detector_
+    if isinstance(inner, KNNDistance):
+        sub = OnnxSubEstimator(inner.neighbors_, x, op_version=opv)
+        # NearestNeighbors' graph gives (indices, distances): the score is minus their mean
+        normal = OnnxNeg(OnnxReduceMean(sub[1], axes=[1], keepdims=1, op_version=opv), op_version=opv)
+    else:
+        sub = OnnxSubEstimator(inner, x, op_version=opv)
+        normal = OnnxReshape(sub[1], np.array([-1, 1], dtype=np.int64), op_version=opv)
+    score = OnnxNeg(normal, op_version=opv)  # [N, 1], higher = more anomalous
+    train = model.train_scores_.astype(np.float32).reshape(1, -1)
+    below = OnnxCast(OnnxLessOrEqual(train, score, op_version=opv), to=1, op_version=opv)  # 1 = FLOAT
+    p = OnnxReduceMean(below, axes=[1], keepdims=1, op_version=opv)
+    one = np.array([1.0], dtype=np.float32)
+    proba = OnnxConcat(OnnxSub(one, p, op_version=opv), p, axis=1, op_version=opv)
+    flagged = OnnxGreaterOrEqual(p, np.array([1.0 - model.contamination], dtype=np.float32), op_version=opv)
+    label = OnnxReshape(
+        OnnxCast(flagged, to=7, op_version=opv), np.array([-1], dtype=np.int64), op_version=opv
+    )  # 7 = INT64: class index 1 is the anomaly
+    OnnxIdentity(label, op_version=opv, output_names=[operator.outputs[0]]).add_to(scope, container)
+    OnnxIdentity(proba, op_version=opv, output_names=[operator.outputs[1]]).add_to(scope, container)
+
+
+update_registered_converter(
+    Detector, "GatewayAnomalyDetector", _shape, _convert, options={"zipmap": [False], "nocl": [True, False]}
+)
