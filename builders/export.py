@@ -208,7 +208,30 @@ def to_onnx(
             "ignore", message=".*Expected an int, got a boolean", category=DeprecationWarning
         )
         onx = _convert(model, inputs, classifier, name)
-    return _check_outputs(pin_locale(onx), classifier, name)
+    return _check_outputs(drop_unused_initializers(pin_locale(onx)), classifier, name)
+
+
+def drop_unused_initializers(onx: onnx.ModelProto) -> onnx.ModelProto:
+    """Initializers no node reads, removed in place (skl2onnx's ComplementNB graph keeps its class
+    prior unused, and onnxruntime warns about it at every load, in every worker)."""
+    used: set[str] = set()
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+        used.update(o.name for o in graph.output)
+
+    visit(onx.graph)
+    kept = [t for t in onx.graph.initializer if t.name in used]
+    if len(kept) != len(onx.graph.initializer):
+        del onx.graph.initializer[:]
+        onx.graph.initializer.extend(kept)
+    return onx
 
 
 def converter_options(model: BaseEstimator, classifier: bool) -> dict[Any, dict[str, Any]]:

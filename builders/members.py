@@ -66,18 +66,24 @@ def train_member(fam: Family, ctx: BuildContext, seconds: float | None = None) -
             fitted, ctx.x_train, ctx.y_train, task=ctx.goal, cv=ctx.cv, n_jobs=opts.n_jobs
         )
     ev.training_seconds = round(time.perf_counter() - started, 3)
+    export_checked(ev, fitted, ctx)
+    return ev
+
+
+def export_checked(ev: Evaluated, fitted: Pipeline, ctx: BuildContext) -> None:
+    """Export ``fitted`` as ``ev``'s graph, check it against scikit-learn on the test rows and time
+    it; ``ev.excluded`` says why when it cannot be served (nothing else is set then)."""
     try:
-        onx = export.to_onnx(fitted, ctx.inputs, ctx.classification, fam.name)
+        onx = export.to_onnx(fitted, ctx.inputs, ctx.classification, ev.family)
     except Exception as exc:  # converter gaps are reported per family, never fatal to the build
         ev.excluded = f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        return ev
+        return
     ev.onnx_bytes = onx.SerializeToString()
     ev.session = session(ev.onnx_bytes)
-    ev.parity = _parity(ev.session, fitted, fam.name, ctx)
+    ev.parity = _parity(ev.session, fitted, ev.family, ctx)
     if not ev.parity.passed:
         ev.excluded = f"parity check failed: {ev.parity.reason}"
     ev.latency = member_latency(ev.session, fitted, ctx.table.columns, ctx.x_test, ctx.classification)
-    return ev
 
 
 ROUNDS = "rounds (early stopping)"

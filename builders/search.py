@@ -232,6 +232,9 @@ def learning_points(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # a size too small for a fit (a class missing, or fewer rows of one than a calibrated SVM's
+        # internal folds) scores NaN and is left out below: nothing for the user to act on
+        warnings.simplefilter("ignore", FitFailedWarning)
         sizes, _, test_scores = learning_curve(
             clone(pipeline),
             x,

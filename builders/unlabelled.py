@@ -17,14 +17,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from builders import export
 from builders.anomaly import Detector, with_contamination
 from builders.context import BuildContext, BuildOptions, prepare
 from builders.data import Table
 from builders.ensembling import ensemble_latency
 from builders.evaluated import Evaluated, ReportFacts
 from builders.families import Family
-from builders.members import _parity, member_latency, session
+from builders.members import export_checked
 from builders.preprocess import make_pipeline
 from builders.scoring import contamination_threshold
 from contract.combine import combine
@@ -47,6 +46,18 @@ def build_unlabelled(
         f"with its defaults (without labels there is no score to search on), contamination "
         f"{ctx.contamination:g}"
     )
+    ignored = [
+        flag
+        for flag, given in (
+            ("--fp-cost/--fn-cost", opts.fp_cost is not None),
+            ("--time-budget", opts.time_budget_s is not None),
+            ("--search halving", opts.search != "random"),
+            ("--dask-scheduler/--dask-local", bool(opts.dask_scheduler or opts.dask_local)),
+        )
+        if given
+    ]
+    if ignored:
+        progress(f"note: without labels nothing is scored or searched; ignored: {', '.join(ignored)}")
     models = []
     for i, fam in enumerate(detectors, 1):
         ev = _detector(fam, ctx)
@@ -88,17 +99,10 @@ def _detector(fam: Family, ctx: BuildContext) -> Evaluated:
     ev.pipeline, ev.trained_on = pipeline, "train+validation"
     ev.hyperparameters = {"contamination": ctx.contamination, "defaults": True}
     ev.training_seconds = round(time.perf_counter() - started, 3)
-    try:
-        onx = export.to_onnx(pipeline, ctx.inputs, True, fam.name)
-    except Exception as exc:  # converter gaps are reported per family, never fatal to the build
-        ev.excluded = f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    export_checked(ev, pipeline, ctx)
+    if ev.excluded:
         return ev
-    ev.onnx_bytes = onx.SerializeToString()
-    ev.session = session(ev.onnx_bytes)
-    ev.parity = _parity(ev.session, pipeline, fam.name, ctx)
-    if not ev.parity.passed:
-        ev.excluded = f"parity check failed: {ev.parity.reason}"
-    ev.latency = member_latency(ev.session, pipeline, ctx.table.columns, ctx.x_test, True)
+    assert ev.session is not None
     ev.outputs["test"] = from_graph(ev.session.run(None, ctx.feeds["test"]), ctx.task)
     return ev
 

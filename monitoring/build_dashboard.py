@@ -396,6 +396,23 @@ def panels() -> list[tuple[int, int, Panel]]:
             12,
             8,
             timeseries(
+                "Online precision and recall (binary and anomaly tasks, as of the last /compare)",
+                "Precision and recall of class 1 (the anomaly, for detectors) of each model on its labelled "
+                "rows, set each time /compare is read; /compare has their 95% Wilson intervals "
+                '(gateway_online_detection{metric=~".*_low|.*_high"}) and the paired recall tests.',
+                [
+                    target(
+                        'max by (model, metric) (gateway_online_detection{model=~"$model",metric=~"precision|recall"})',
+                        "{{model}} {{metric}}",
+                    )
+                ],
+                "percentunit",
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
                 "Input drift (PSI) per column",
                 "Population stability index of each input column's live rows in the /drift window (1 h by "
                 "default) against the training data's reference, the worst replica; dashed: the moderate "

@@ -260,6 +260,15 @@ ONLINE_CALIBRATION = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+ONLINE_DETECTION = Gauge(
+    "gateway_online_detection",
+    "Binary tasks (detectors: class 1 is the anomaly), as of the last /compare: each model's precision "
+    "and recall of class 1 on its labelled rows with their 95% Wilson bounds (precision_low, "
+    "precision_high, recall_low, recall_high) and the average precision of its score",
+    [MODEL, "metric"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 INPUT_DRIFT_PSI = Gauge(
     "gateway_input_drift_psi",
     "Population stability index of each input column's live rows (the /drift window) against the "

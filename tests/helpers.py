@@ -11,7 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -266,6 +267,36 @@ def churn_frame(n: int = 420, seed: int = 0) -> pd.DataFrame:
             "target": target,
         }
     )
+
+
+@contextmanager
+def in_process_gateway(
+    repository: Path, ledger: Path, max_batch_rows: int = 128
+) -> Iterator[tuple[Any, Any]]:
+    """(Starlette test client, Gateway) serving ``repository`` in this process, recording to a SQLite
+    ledger at ``ledger`` on threads of this process."""
+    from starlette.testclient import TestClient
+
+    from service.core.gateway import Gateway
+    from service.http.app import build_app
+    from service.settings import Settings
+
+    gw = Gateway(
+        Settings(
+            repository=repository,
+            admin_token=ADMIN_TOKEN,
+            max_batch_rows=max_batch_rows,
+            ledger_path=ledger,
+            ledger_flush_interval_s=0.05,
+            evaluator_process=False,
+        )
+    )
+    gw.load()
+    try:
+        with TestClient(build_app(gw), base_url="http://gateway") as client:
+            yield client, gw
+    finally:
+        gw.close()
 
 
 def fortune_frame(per_topic: int = 60, seed: int = 0) -> pd.DataFrame:

@@ -57,6 +57,17 @@ def check_finite(outputs: Mapping[str, Output]) -> None:
                 )
 
 
+DETECTION_GAUGES = (
+    "precision",
+    "precision_low",
+    "precision_high",
+    "recall",
+    "recall_low",
+    "recall_high",
+    "average_precision",
+)
+
+
 class Gateway:
     """Holds the loaded repository and routing; swaps both atomically on reload."""
 
@@ -264,6 +275,10 @@ class Gateway:
                 value = (row.get("calibration") or {}).get(name)
                 if value is not None:
                     metrics.ONLINE_CALIBRATION.labels(row["model"], name).set(value)
+            detection = row.get("detection") or {}
+            for name in DETECTION_GAUGES:
+                if detection.get(name) is not None:
+                    metrics.ONLINE_DETECTION.labels(row["model"], name).set(detection[name])
         if earlier is not None:
             doc["against"] = side_by_side(doc, then)
         doc["promotion"] = self.promoter.consider(doc, repo.cards)

@@ -25,7 +25,7 @@ from scipy import stats
 
 from contract.manifest import Manifest, ModelCard
 from service.stats.calibration import online_calibration
-from service.stats.detection import detection_row, flags, paired_recall
+from service.stats.detection import average_precision_interval, detection_row, flags, paired_recall
 from service.stats.estimates import accuracy_estimate
 from service.stats.sequential import always_valid_p, discordant_e_value, mixture_sprt_e_value
 from service.stats.significance import (
@@ -61,6 +61,7 @@ def compare(
     a label yet (class indices, scores) per variant, for the accuracy estimates (classification)."""
     regression = manifest.task == "regression"
     metric = "rmse" if regression else "accuracy"
+    detectors = manifest.primary_metric == DETECTOR_METRIC
     sign = -1.0 if regression else 1.0
     models = _model_rows(cards, data, metric, regression, champion, others)
     for m in models:
@@ -76,6 +77,11 @@ def compare(
             m["estimate"] = accuracy_estimate(
                 cards[name].accuracy_estimator, len(manifest.classes) == 2, unlabelled.get(name), labelled
             )
+    if detectors and calibration is not None:
+        # detectors are ranked on average precision (accuracy would crown the prior: flag nothing)
+        metric = DETECTOR_METRIC
+        for m in models:
+            _ap_row(m, cards, calibration)
     scored = [m for m in models if m["online"] is not None and m["offline"] is not None]
     for key in ("offline", "online"):
         # Ties share the best rank (1, 1, 3): equal scores are not an ordering.
@@ -107,6 +113,25 @@ def compare(
         "tests": final,
         "summary": summary(best_offline, best_online, champion, final),
     }
+
+
+DETECTOR_METRIC = "average_precision"
+"""A repository of detectors (builders/anomaly.py) is judged on the average precision of its scores."""
+
+
+def _ap_row(
+    m: dict[str, Any],
+    cards: Mapping[str, ModelCard],
+    calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+) -> None:
+    """A model row's offline and online scores as average precision (95% bootstrap interval), in place."""
+    name = m["model"]
+    m["offline"] = cards[name].metrics.get("test", {}).get(DETECTOR_METRIC)
+    if name not in calibration:
+        return
+    score, hit = calibration[name]
+    online = average_precision_interval(score, hit)
+    m.update(online=online.value, low=online.low, high=online.high, n=online.n)
 
 
 def _add_detection(

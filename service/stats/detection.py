@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.stats.significance import accuracy_interval, mcnemar
+from service.stats.significance import Interval, accuracy_interval, mcnemar
 
 
 def flags(correct: npt.NDArray[np.bool_], hit: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -40,6 +40,22 @@ def average_precision(score: npt.NDArray[Any], hit: npt.NDArray[np.bool_]) -> fl
     precision = tp / seen
     gained = np.diff(np.r_[0, tp])
     return float(np.sum(precision * gained) / y.sum())
+
+
+def average_precision_interval(score: npt.NDArray[Any], hit: npt.NDArray[np.bool_]) -> Interval:
+    """Average precision with a 95% logit interval: logit(AP) +- 1.96 / sqrt(positives * AP * (1 - AP))
+    (Boyd, Eng and Page 2013, "Area under the precision-recall curve: point estimates and confidence
+    intervals": close to nominal coverage from a few dozen positives, and constant-time, where a
+    bootstrap would re-sort every labelled row hundreds of times on each read of /compare)."""
+    y = np.asarray(hit, dtype=np.bool_)
+    value = average_precision(score, y)
+    positives = int(y.sum())
+    if value is None:
+        return Interval(None, None, None, len(y))
+    p = min(max(value, 1e-9), 1 - 1e-9)
+    eta, tau = np.log(p / (1 - p)), 1.0 / np.sqrt(positives * p * (1 - p))
+    low, high = (float(1 / (1 + np.exp(-(eta + z * tau)))) for z in (-1.96, 1.96))
+    return Interval(value, low, high, len(y))
 
 
 def detection_row(

@@ -13,30 +13,13 @@ import pytest
 
 from contract.verify import load_card, verify
 from service.core.gateway import Gateway
-from service.settings import Settings
-from tests.helpers import ADMIN_TOKEN, BuiltRepo, BundledBuild
+from tests.helpers import BuiltRepo, BundledBuild, in_process_gateway, sample
 
 
 @pytest.fixture
 def anomaly_client(anomaly_repo: BundledBuild, tmp_path: Path) -> Iterator[tuple[Any, Gateway]]:
-    from starlette.testclient import TestClient
-
-    from service.http.app import build_app
-
-    gw = Gateway(
-        Settings(
-            repository=anomaly_repo.version_dir.parent.parent,
-            admin_token=ADMIN_TOKEN,
-            max_batch_rows=128,
-            ledger_path=tmp_path / "ledger.sqlite",
-            ledger_flush_interval_s=0.05,
-            evaluator_process=False,
-        )
-    )
-    gw.load()
-    with TestClient(build_app(gw), base_url="http://gateway") as c:
-        yield c, gw
-    gw.close()
+    with in_process_gateway(anomaly_repo.version_dir.parent.parent, tmp_path / "ledger.sqlite") as served:
+        yield served
 
 
 def _records(build: BundledBuild) -> list[dict[str, Any]]:
@@ -76,12 +59,19 @@ def test_compare_gives_detection_intervals_and_paired_recall_tests(
 
     by_model = {m["model"]: m for m in doc["models"]}
     assert set(by_model) == set(gw.repo.variants)
+    assert doc["metric"] == "average_precision", "detectors are ranked on average precision"
+    assert doc["best_offline"] != "dummy" and doc["best_online"] != "dummy"
     for name, m in by_model.items():
         d = m["detection"]
+        assert m["online"] == d["average_precision"] and m["low"] <= m["online"] <= m["high"], name
+        assert m["offline"] == gw.repo.cards[name].metrics["test"]["average_precision"], name
         assert d["n"] == len(labels) and d["positives"] == labels.count("malignant"), name
         assert d["recall_low"] <= d["recall"] <= d["recall_high"], name
         assert d["offline_recall"] == pytest.approx(d["recall"]), name  # the same test rows as offline
         assert d["average_precision"] == pytest.approx(d["offline_average_precision"], abs=1e-6), name
+        for metric in ("recall", "recall_high", "precision_low", "average_precision"):
+            gauge = sample("gateway_online_detection", model=name, metric=metric)
+            assert gauge == pytest.approx(d[metric] or 0.0), (name, metric)
     for t in doc["tests"]:
         r = t["recall_test"]
         assert r["anomalies"] == labels.count("malignant") and r["p_value"] is not None
@@ -91,10 +81,7 @@ def test_compare_gives_detection_intervals_and_paired_recall_tests(
 def test_a_build_without_labels_serves_the_rank_average_and_is_judged_online(
     unlabelled_repo: BuiltRepo, tmp_path: Path
 ) -> None:
-    from starlette.testclient import TestClient
-
     from builders.data import load_wbc_outliers
-    from service.http.app import build_app
 
     manifest = verify(unlabelled_repo.version)
     assert manifest.classes == ["normal", "anomaly"] and manifest.target == ""
@@ -110,32 +97,21 @@ def test_a_build_without_labels_serves_the_rank_average_and_is_judged_online(
     table = load_wbc_outliers()
     truth = table.pop("diagnosis")
     records = [{k: float(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
-    gw = Gateway(
-        Settings(
-            repository=unlabelled_repo.root,
-            admin_token=ADMIN_TOKEN,
-            max_batch_rows=400,
-            ledger_path=tmp_path / "ledger.sqlite",
-            ledger_flush_interval_s=0.05,
-            evaluator_process=False,
-        )
-    )
-    gw.load()
-    try:
-        with TestClient(build_app(gw), base_url="http://gateway") as client:
-            r = client.post("/predict", json={"records": records, "request_id": "u-1"})
-            assert r.status_code == 200, r.text
-            flagged = [p["label"] == "anomaly" for p in r.json()["predictions"]]
-            assert 0.03 <= np.mean(flagged) <= 0.2
-            assert gw.recording.barrier(10)
-            labels = [
-                {"request_id": "u-1", "row": i, "label": "anomaly" if y == "malignant" else "normal"}
-                for i, y in enumerate(truth)
-            ]
-            assert client.post("/feedback", json={"labels": labels}).json()["joined"] == len(labels)
-            doc = client.get("/compare").json()
-    finally:
-        gw.close()
+    with in_process_gateway(unlabelled_repo.root, tmp_path / "ledger.sqlite", max_batch_rows=400) as (
+        client,
+        gw,
+    ):
+        r = client.post("/predict", json={"records": records, "request_id": "u-1"})
+        assert r.status_code == 200, r.text
+        flagged = [p["label"] == "anomaly" for p in r.json()["predictions"]]
+        assert 0.03 <= np.mean(flagged) <= 0.2
+        assert gw.recording.barrier(10)
+        labels = [
+            {"request_id": "u-1", "row": i, "label": "anomaly" if y == "malignant" else "normal"}
+            for i, y in enumerate(truth)
+        ]
+        assert client.post("/feedback", json={"labels": labels}).json()["joined"] == len(labels)
+        doc = client.get("/compare").json()
     assert doc["labelled_rows"] == len(labels) and doc["best_online"]
     assert doc["summary"].startswith("Offline winner: none (no offline scores: built without labels)")
     by_model = {m["model"]: m for m in doc["models"]}

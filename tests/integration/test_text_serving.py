@@ -13,30 +13,13 @@ import pandas as pd
 import pytest
 
 from service.core.gateway import Gateway
-from service.settings import Settings
-from tests.helpers import ADMIN_TOKEN, TextRepo, to_records
+from tests.helpers import TextRepo, in_process_gateway, to_records
 
 
 @pytest.fixture
 def text_client(text_repo: TextRepo, tmp_path: Path) -> Iterator[tuple[Any, Gateway]]:
-    from starlette.testclient import TestClient
-
-    from service.http.app import build_app
-
-    gw = Gateway(
-        Settings(
-            repository=text_repo.root,
-            admin_token=ADMIN_TOKEN,
-            max_batch_rows=64,
-            ledger_path=tmp_path / "ledger.sqlite",
-            ledger_flush_interval_s=0.05,
-            evaluator_process=False,
-        )
-    )
-    gw.load()
-    with TestClient(build_app(gw), base_url="http://gateway") as c:
-        yield c, gw
-    gw.close()
+    with in_process_gateway(text_repo.root, tmp_path / "ledger.sqlite", max_batch_rows=64) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

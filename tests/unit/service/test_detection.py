@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from service.stats.detection import average_precision, detection_row, flags, paired_recall
+from service.stats.detection import (
+    average_precision,
+    average_precision_interval,
+    detection_row,
+    flags,
+    paired_recall,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -43,3 +49,20 @@ def test_paired_recall_counts_the_anomalies_only_one_model_flagged() -> None:
     assert out["anomalies"] == 4 and out["only_champion_flagged"] == 2 and out["only_challenger_flagged"] == 0
     assert out["champion_recall"] == 0.75 and out["challenger_recall"] == 0.25
     assert 0 < out["p_value"] <= 1
+
+
+def test_the_average_precision_interval_covers_the_population_value() -> None:
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        hit = rng.random(n) < 0.1
+        return rng.normal(size=n) + 1.5 * hit, hit
+
+    truth = average_precision(*draw(400_000))
+    assert truth is not None
+    covered = 0
+    for _ in range(300):
+        iv = average_precision_interval(*draw(400))
+        assert iv.low is not None and iv.high is not None and iv.low <= iv.value <= iv.high  # type: ignore[operator]
+        covered += iv.low <= truth <= iv.high
+    assert 0.88 <= covered / 300 <= 0.99, covered / 300
