@@ -53,6 +53,8 @@ class BuildOptions:
     contamination: float | None = None
     """--task anomaly: the expected share of anomalies, where detectors flag rows (default: the share
     of anomaly labels in the training split)."""
+    anomaly_class: str | None = None
+    """--task anomaly: the label that marks an anomaly (default: the rarer one)."""
     text: list[str] | None = None
     """Columns to treat as free text (others are detected: several words, many distinct values)."""
     fp_cost: float | None = None
@@ -213,6 +215,7 @@ def load_table(opts: BuildOptions) -> data_mod.Table:
             data_mod.dataset_source(opts.dataset),
             data_mod.frame_digest(frame),
             text=opts.text or (),
+            anomaly_class=opts.anomaly_class,
         )
     assert opts.data is not None
     if not opts.target and opts.task != "anomaly":
@@ -226,6 +229,7 @@ def load_table(opts: BuildOptions) -> data_mod.Table:
         str(opts.data),
         digest,
         text=opts.text or (),
+        anomaly_class=opts.anomaly_class,
     )
 
 

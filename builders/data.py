@@ -270,10 +270,11 @@ def _class_label(value: Any) -> Any:
 
 
 def _encode_target(
-    y_raw: pd.Series, task: Task, target: str, anomaly: bool = False
+    y_raw: pd.Series, task: Task, target: str, anomaly: bool = False, anomaly_class: str | None = None
 ) -> tuple[npt.NDArray[Any], list[Any]]:
     """(targets, classes): float64 values for regression; class indices into the sorted class labels
-    otherwise (anomaly: the normal label, then the anomaly), each with at least MIN_CLASS_ROWS rows."""
+    otherwise (anomaly: the normal label, then the anomaly: ``anomaly_class``, or the rarer one), each
+    with at least MIN_CLASS_ROWS rows."""
     if task == "regression":
         y = y_raw.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
@@ -288,12 +289,21 @@ def _encode_target(
             f"--target {target!r}: expected at least {MIN_CLASS_ROWS} rows per class, got "
             + ", ".join(f"{k!r}: {v}" for k, v in rare.items())
         )
-    if anomaly:
+    if anomaly and anomaly_class is not None:
+        named = [v for v in uniques if str(v) == anomaly_class]
+        if not named:
+            raise BuildError(
+                f"--anomaly-class {anomaly_class!r}: not a label of {target!r}; labels are "
+                + ", ".join(map(repr, uniques))
+            )
+        # class 1 is the anomaly (P(class 1) is then the anomaly score everywhere)
+        uniques = [v for v in uniques if v != named[0]] + named
+    elif anomaly:
         # class 1 is the anomaly: the rarer label (P(class 1) is then the anomaly score everywhere)
         if counts.iloc[0] == counts.iloc[-1]:
             raise BuildError(
                 f"--task anomaly: {target!r} has as many rows of {counts.index[0]!r} as of "
-                f"{counts.index[-1]!r}; expected the anomalies to be the rarer label"
+                f"{counts.index[-1]!r}; expected the anomalies to be the rarer label, or --anomaly-class"
             )
         uniques = sorted(uniques, key=lambda v: -int(counts[v]))
     index = {v: i for i, v in enumerate(uniques)}
@@ -354,11 +364,14 @@ def prepare(
     source: str,
     digest: str,
     text: Sequence[str] = (),
+    anomaly_class: str | None = None,
 ) -> Table:
     """Validate the target, drop useless columns, type the rest and encode the target. String columns
     of free text (``text`` names them, or builders find them: several words, many distinct values)
     are kept as text."""
     cols = ", ".join(map(str, frame.columns[:20]))
+    if anomaly_class is not None and (task != "anomaly" or target is None):
+        raise BuildError("--anomaly-class: only with --task anomaly and a --target")
     if target is None:
         if task != "anomaly":
             raise BuildError("--target: required (only --task anomaly can build without labels)")
@@ -384,7 +397,9 @@ def prepare(
     labelled = target != UNLABELLED
     if labelled:
         chosen: Task = _decide_task(y_raw, task, target)
-        y, classes = _encode_target(y_raw, chosen, target, anomaly=task == "anomaly")
+        y, classes = _encode_target(
+            y_raw, chosen, target, anomaly=task == "anomaly", anomaly_class=anomaly_class
+        )
     else:
         chosen, y, classes = "binary", np.zeros(len(frame), dtype=np.int64), list(UNLABELLED_CLASSES)
     features = frame.drop(columns=[target])

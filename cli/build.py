@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="anomaly: detectors train on the features alone; the target's rarer label is the anomaly",
     )
     parser.add_argument(
+        "--anomaly-class",
+        metavar="LABEL",
+        help="--task anomaly: the target's label that marks an anomaly (default: the rarer label)",
+    )
+    parser.add_argument(
         "--contamination",
         type=float,
         help="--task anomaly: expected share of anomalies, where detectors flag (default: the labels' share)",
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         families=args.families,
         text=args.text,
         contamination=args.contamination,
+        anomaly_class=args.anomaly_class,
         fp_cost=args.fp_cost,
         fn_cost=args.fn_cost,
         seed=args.seed,

@@ -111,7 +111,8 @@ def compare(
         "kendall_p": tau_p,
         "models": models,
         "tests": final,
-        "summary": summary(best_offline, best_online, champion, final),
+        "summary": summary(best_offline, best_online, champion, final)
+        + (_recall_summary(final) if detectors else ""),
     }
 
 
@@ -132,6 +133,29 @@ def _ap_row(
     score, hit = calibration[name]
     online = average_precision_interval(score, hit)
     m.update(online=online.value, low=online.low, high=online.high, n=online.n)
+
+
+def _recall_summary(tests: list[dict[str, Any]]) -> str:
+    """Detectors: which models' recall differs from the champion's on the true anomalies (the
+    fixed-sample recall tests, Holm-adjusted across the comparisons), as a sentence to append."""
+    with_p = [t for t in tests if (t.get("recall_test") or {}).get("p_value") is not None]
+    if not with_p:
+        return ""
+    adjusted = holm([t["recall_test"]["p_value"] for t in with_p])
+    lower: list[str] = []
+    higher: list[str] = []
+    for t, p in zip(with_p, adjusted, strict=True):
+        r = t["recall_test"]
+        if p is not None and p < 0.05:
+            (higher if r["challenger_recall"] > r["champion_recall"] else lower).append(t["challenger"])
+    if not lower and not higher:
+        return " Recall on the true anomalies: no model differs from the champion (McNemar, Holm)."
+    parts = [f"higher: {', '.join(higher)}" if higher else "", f"lower: {', '.join(lower)}" if lower else ""]
+    return (
+        " Recall on the true anomalies vs the champion (McNemar, Holm, p < 0.05): "
+        + "; ".join(x for x in parts if x)
+        + "."
+    )
 
 
 def _add_detection(

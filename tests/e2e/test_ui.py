@@ -20,6 +20,7 @@ PANELS = (
     "tests",
     "history",
     "calibration",
+    "detection",
     "estimates",
     "drift",
     "coverage",

@@ -60,6 +60,7 @@ def test_compare_gives_detection_intervals_and_paired_recall_tests(
     by_model = {m["model"]: m for m in doc["models"]}
     assert set(by_model) == set(gw.repo.variants)
     assert doc["metric"] == "average_precision", "detectors are ranked on average precision"
+    assert " Recall on the true anomalies" in doc["summary"], doc["summary"]
     assert doc["best_offline"] != "dummy" and doc["best_online"] != "dummy"
     for name, m in by_model.items():
         d = m["detection"]

@@ -164,3 +164,15 @@ def test_an_anomaly_build_serves_every_detector_judged_on_average_precision(
     )
     dummy = load_card(anomaly_repo.version_dir / manifest.members[0].card)
     assert best.metrics["test"]["average_precision"] > 2 * dummy.metrics["test"]["average_precision"]
+
+
+def test_the_anomaly_label_can_be_named() -> None:
+    frame = _labelled(anomalies=100)  # as many of each: the rarer label cannot decide
+    table = prepare(frame, "label", "anomaly", "t", "tests", "0" * 64, anomaly_class="ok")
+    assert table.classes == ["fraud", "ok"] and int(table.y.sum()) == 100
+
+    with pytest.raises(BuildError) as err:
+        prepare(frame, "label", "anomaly", "t", "tests", "0" * 64, anomaly_class="nope")
+    assert str(err.value) == "--anomaly-class 'nope': not a label of 'label'; labels are 'fraud', 'ok'"
+    with pytest.raises(BuildError, match="--anomaly-class: only with --task anomaly and a --target"):
+        prepare(frame, "label", "binary", "t", "tests", "0" * 64, anomaly_class="ok")
