@@ -176,3 +176,24 @@ def test_the_anomaly_label_can_be_named() -> None:
     assert str(err.value) == "--anomaly-class 'nope': not a label of 'label'; labels are 'fraud', 'ok'"
     with pytest.raises(BuildError, match="--anomaly-class: only with --task anomaly and a --target"):
         prepare(frame, "label", "binary", "t", "tests", "0" * 64, anomaly_class="ok")
+
+
+def test_an_isolation_forest_is_one_tree_ensemble_summed_in_double() -> None:
+    """skl2onnx's converter emits a tree node and path-length arithmetic per tree (~1.2 ms a row for
+    100 trees); ours sums every tree's leaf in one node, and the sums are scikit-learn's bit for bit."""
+    from builders.anomaly import forest_depths
+
+    x, y = _rows(600, seed=6)
+    pipe = Pipeline([("model", Detector(IsolationForest(n_estimators=100, random_state=0)))]).fit(x, y)
+    onx = export.to_onnx(pipe, export.initial_types(COLUMNS), True, "isolation_forest")
+
+    assert [n.op_type for n in onx.graph.node].count("TreeEnsembleRegressor") == 1
+    fresh, _ = _rows(3000, seed=7)
+    _, proba = session(onx).run(None, {"numeric": fresh.to_numpy()})
+    # within float32 rounding of k / n: no row's rank among the training rows moved (that is 1 / 600)
+    np.testing.assert_allclose(proba, pipe.predict_proba(fresh), atol=1e-6)
+    forest = pipe.steps[-1][1].detector_
+    ranks = np.argsort(forest_depths(forest, fresh))
+    assert (np.diff(-forest.score_samples(fresh.to_numpy())[ranks]) <= 1e-12).all(), (
+        "depths order as the score"
+    )
