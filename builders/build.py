@@ -51,7 +51,7 @@ def run_build(opts: BuildOptions, progress: Progress = lambda _msg: None) -> Bui
     started = time.perf_counter()
     table = load_table(opts)
     has_text = any(c.kind == "text" for c in table.columns)
-    fams = families_for("anomaly" if table.anomaly else table.task, opts.families, text=has_text)
+    fams = families_for(table.goal, opts.families, text=has_text)
     if has_text:
         texts = ", ".join(repr(c.name) for c in table.columns if c.kind == "text")
         progress(f"text columns {texts}: TF-IDF inside every graph; families that take it only")

@@ -100,8 +100,13 @@ class BuildContext:
 
     @property
     def goal(self) -> str:
-        """What the models are judged as: the task, or "anomaly" (a binary task of detectors)."""
-        return "anomaly" if self.table.anomaly else self.table.task
+        return self.table.goal
+
+    @property
+    def chooses_threshold(self) -> bool:
+        """Whether binary models get a decision threshold chosen on validation rows (FP/FN costs, or
+        detectors' contamination; builders.members.decision_threshold)."""
+        return self.costs is not None or self.table.anomaly
 
     @property
     def contamination(self) -> float:

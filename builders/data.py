@@ -65,6 +65,11 @@ class Table:
     """False for ``--task anomaly`` without a target: ``y`` is all 0 (nothing is known), the classes
     are UNLABELLED_CLASSES, and nothing is judged offline (builders/unlabelled.py)."""
 
+    @property
+    def goal(self) -> str:
+        """What the models are judged as: the task, or "anomaly" (a binary task of detectors)."""
+        return "anomaly" if self.anomaly else self.task
+
 
 def load_fortunes(directory: Path = FORTUNES_DIR) -> pd.DataFrame:
     """A text-classification table from Debian's fortunes package: ``text`` (one fortune, attribution
@@ -220,7 +225,7 @@ def _is_text(series: pd.Series, n_rows: int) -> bool:
 
 def _check_text(series: pd.Series, column: str) -> None:
     """A column named by --text must hold text."""
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+    if pd.api.types.is_numeric_dtype(series):  # booleans included
         raise BuildError(f"--text {column!r}: expected a column of text, got {series.dtype} values")
     present = series.dropna().astype(str).str.strip()
     if not (present != "").any():
@@ -350,8 +355,6 @@ def _type_columns(
     return columns, typed
 
 
-UNLABELLED = "__no_target__"
-"""The stand-in target column of a table built without labels (never a feature, never written)."""
 UNLABELLED_CLASSES = ["normal", "anomaly"]
 """The classes of a detector built without labels: what clients' feedback labels later say."""
 
@@ -372,11 +375,10 @@ def prepare(
     cols = ", ".join(map(str, frame.columns[:20]))
     if anomaly_class is not None and (task != "anomaly" or target is None):
         raise BuildError("--anomaly-class: only with --task anomaly and a --target")
+    labelled = target is not None
     if target is None:
         if task != "anomaly":
             raise BuildError("--target: required (only --task anomaly can build without labels)")
-        frame = frame.assign(**{UNLABELLED: 0})
-        target = UNLABELLED
     elif target not in frame.columns:
         raise BuildError(f"--target: column {target!r} not found; columns are: {cols}")
     for col in text:
@@ -385,24 +387,24 @@ def prepare(
         if col == target:
             raise BuildError(f"--text {col!r}: that is the target column")
     notes: list[str] = []
-    missing_target = int(frame[target].isna().sum())
-    if missing_target:
-        frame = frame[frame[target].notna()].reset_index(drop=True)
-        notes.append(f"dropped {missing_target} rows with a missing target")
-    y_raw = frame[target]
+    if target is not None:
+        missing_target = int(frame[target].isna().sum())
+        if missing_target:
+            frame = frame[frame[target].notna()].reset_index(drop=True)
+            notes.append(f"dropped {missing_target} rows with a missing target")
     if len(frame) < MIN_ROWS:
         raise BuildError(
             f"--data: expected at least {MIN_ROWS} labelled rows for the splits, got {len(frame)}"
         )
-    labelled = target != UNLABELLED
-    if labelled:
-        chosen: Task = _decide_task(y_raw, task, target)
+    chosen: Task = "binary"
+    if target is not None:
+        chosen = _decide_task(frame[target], task, target)
         y, classes = _encode_target(
-            y_raw, chosen, target, anomaly=task == "anomaly", anomaly_class=anomaly_class
+            frame[target], chosen, target, anomaly=task == "anomaly", anomaly_class=anomaly_class
         )
-    else:
-        chosen, y, classes = "binary", np.zeros(len(frame), dtype=np.int64), list(UNLABELLED_CLASSES)
-    features = frame.drop(columns=[target])
+        features = frame.drop(columns=[target])
+    else:  # nothing is known: every row counts as normal until labels arrive online
+        y, classes, features = np.zeros(len(frame), dtype=np.int64), list(UNLABELLED_CLASSES), frame
     for col in text:
         _check_text(features[col], col)
     texts = {c for c in features.columns if c in text or _is_text(features[c], len(features))}
@@ -430,8 +432,8 @@ def prepare(
         source=source,
         sha256=digest,
         rows=len(frame),
-        columns=frame.shape[1] - (0 if labelled else 1),
-        target=target if labelled else "",
+        columns=frame.shape[1],
+        target=target or "",
     )
     return Table(
         name=name,

@@ -45,7 +45,7 @@ def build_ensembles(
     for name, strategy, w, desc in _specs(ctx.task, weights):
         ev = Evaluated(name=name, kind="ensemble", family=strategy, description=desc)
         ev.strategy, ev.members, ev.weights = strategy, names, w
-        if (ctx.costs is not None or ctx.table.anomaly) and strategy == "soft_average":
+        if ctx.chooses_threshold and strategy == "soft_average":
             val = _combined(ev, chosen, "validation", ctx)
             assert val.proba is not None
             ev.threshold = decision_threshold(val.proba[:, 1], ctx)

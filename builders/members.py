@@ -144,7 +144,7 @@ def score_member(m: Evaluated, ctx: BuildContext) -> None:
     chosen on validation rows only (test metrics then show what it buys)."""
     assert m.session is not None
     raw = {split: m.session.run(None, ctx.feeds[split]) for split in SPLITS}
-    if m.role != "baseline" and (ctx.costs is not None or ctx.table.anomaly):
+    if m.role != "baseline" and ctx.chooses_threshold:
         p1 = from_graph(raw["validation"], ctx.task).proba
         assert p1 is not None
         m.threshold = decision_threshold(p1[:, 1], ctx)

@@ -199,8 +199,7 @@ def render(
         f"{opts.cv_folds}-fold CV, seed {opts.seed}.{refit} All metrics are on the held-out test split, "
         f"computed from the ONNX outputs the service serves."
     )
-    if table.dropped:
-        intro += " Dropped columns: " + "; ".join(f"`{d.name}` ({d.reason})" for d in table.dropped) + "."
+    intro += _dropped(table)
     header, rows = leaderboard_rows(models, metric, table.task, facts.simplest, routing.champion)
     leaderboard = (
         f"★ champion: **{routing.champion}**. Rule: {routing.rule}. Baseline: `{facts.baseline}`; every "
@@ -267,6 +266,13 @@ def _against_previous(
     return f"Against version {manifest.version}", text
 
 
+def _dropped(table: Any) -> str:
+    """The report's sentence on the columns the build left out (empty when none were)."""
+    if not table.dropped:
+        return ""
+    return " Dropped columns: " + "; ".join(f"`{d.name}` ({d.reason})" for d in table.dropped) + "."
+
+
 def unlabelled_rows(models: list[Evaluated], champion: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a build without labels (CLI and report): what each detector flags on the
     test rows and what it costs, nothing judged."""
@@ -303,11 +309,11 @@ def _agreement(models: list[Evaluated]) -> str:
     """Spearman correlation of the detectors' anomaly ranks on the test rows, and how often their
     flags differ: without labels, the only evidence of how diverse the detectors are."""
     members = [m for m in models if m.kind == "member"]
-    p = [m.outputs["test"].proba for m in members]
-    flags = [m.outputs["test"].labels for m in members]
+    outs = [m.outputs["test"] for m in members]
+    flags = [o.labels for o in outs]
     names = [m.name for m in members]
-    rho = stats.spearmanr(np.column_stack([q[:, 1] for q in p if q is not None])).statistic
-    rho = np.atleast_2d(rho) if len(names) > 1 else np.ones((1, 1))
+    ranks = np.column_stack([o.proba[:, 1] for o in outs if o.proba is not None])
+    rho = np.atleast_2d(stats.spearmanr(ranks).statistic) if len(names) > 1 else np.ones((1, 1))
     corr = [[n, *[f"{rho[i][j]:.2f}" for j in range(len(names))]] for i, n in enumerate(names)]
     differ = [
         [n, *[f"{float(np.mean(flags[i] != flags[j])):.3f}" for j in range(len(names))]]
@@ -335,8 +341,7 @@ def render_unlabelled(
         f"(`{table.classes[1]}` / `{table.classes[0]}`) to /feedback and /compare gives each detector's "
         f"precision and recall with intervals and paired tests."
     )
-    if table.dropped:
-        intro += " Dropped columns: " + "; ".join(f"`{d.name}` ({d.reason})" for d in table.dropped) + "."
+    intro += _dropped(table)
     header, rows = unlabelled_rows(models, routing.champion)
     members = [m for m in models if m.kind == "member"]
     sections = [

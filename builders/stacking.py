@@ -46,7 +46,7 @@ def stack(chosen: list[Evaluated], ctx: BuildContext) -> Evaluated | None:
     ev.parity = _parity(ev, meta, chosen, ctx)
     if not ev.parity.passed:
         return None
-    if ctx.costs is not None or ctx.table.anomaly:
+    if ctx.chooses_threshold:
         score_combined(ev, chosen, ctx)
         proba = ev.outputs["validation"].proba
         assert proba is not None

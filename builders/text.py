@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 from skl2onnx import update_registered_converter
+from skl2onnx.common._registration import get_converter
 from skl2onnx.operator_converters.tfidf_vectoriser import convert_sklearn_tfidf_vectoriser
 from skl2onnx.shape_calculators.text_vectorizer import calculate_sklearn_text_vectorizer_output_shapes
 from sklearn.base import BaseEstimator
@@ -57,18 +58,13 @@ class TextVectorizer(TfidfVectorizer):
         super()._warn_for_unused_params()
 
 
+# the same converter and options skl2onnx registers for TfidfVectorizer itself
 update_registered_converter(
     TextVectorizer,
     "GatewayTextVectorizer",
     calculate_sklearn_text_vectorizer_output_shapes,
     convert_sklearn_tfidf_vectoriser,
-    options={
-        "tokenexp": None,
-        "separators": None,
-        "nan": [True, False],
-        "keep_empty_string": [True, False],
-        "locale": None,
-    },
+    options=get_converter("SklearnTfidfVectorizer").get_allowed_options(),
 )
 
 

@@ -61,9 +61,10 @@ def build_unlabelled(
     models = []
     for i, fam in enumerate(detectors, 1):
         ev = _detector(fam, ctx)
-        assert ev.latency is not None
-        state = (
-            f"EXCLUDED: {ev.excluded}" if ev.excluded else f"onnx {ev.latency.onnx_single_row_us:7.1f}µs/row"
+        state = (  # an export that failed has no latency
+            f"onnx {ev.latency.onnx_single_row_us:7.1f}µs/row"
+            if ev.latency and not ev.excluded
+            else f"EXCLUDED: {ev.excluded}"
         )
         progress(f"[{i}/{len(detectors)}] {ev.name:<16} fit in {ev.training_seconds:6.1f}s  {state}")
         models.append(ev)

@@ -133,29 +133,25 @@ def run(args: argparse.Namespace) -> int:
     manifest = result.manifest
     if not manifest.dataset.target:  # built without labels: nothing is judged, nothing to rank
         header, rows = unlabelled_rows(ok, manifest.routing.champion)
-        board = Table(title=f"Detectors: {manifest.name} v{manifest.version} (no labels; test split flags)")
-        for h in header:
-            board.add_column(h)
-        for r in rows:
-            board.add_row(*r)
-        console.print(board)
-        console.print(
-            f"wrote {result.path} in {result.seconds:.1f}s; report: {result.path / 'report.html'}",
-            markup=False,
+        title = f"Detectors: {manifest.name} v{manifest.version} (no labels; test split flags)"
+        keep = list(range(len(header)))
+    else:
+        header, rows = leaderboard_rows(
+            ok,
+            manifest.primary_metric,
+            manifest.task,
+            result.facts.simplest,
+            manifest.routing.champion,
         )
-        return 0 if uri is None else _track(uri, result, vars(args), console)
-    header, rows = leaderboard_rows(
-        ok,
-        manifest.primary_metric,
-        manifest.task,
-        result.facts.simplest,
-        manifest.routing.champion,
-    )
-    # The terminal gets the essentials; report.md/html have every column.
-    keep = [i for i, h in enumerate(header) if h not in {"batch µs/row", "sklearn µs/row", "train s", "f1"}]
-    board = Table(
-        title=f"Leaderboard: {manifest.name} v{manifest.version} (test split; oof: out-of-fold over train + validation, what the champion rule judges)"
-    )
+        title = (
+            f"Leaderboard: {manifest.name} v{manifest.version} (test split; oof: out-of-fold over train + "
+            "validation, what the champion rule judges)"
+        )
+        # The terminal gets the essentials; report.md/html have every column.
+        keep = [
+            i for i, h in enumerate(header) if h not in {"batch µs/row", "sklearn µs/row", "train s", "f1"}
+        ]
+    board = Table(title=title)
     for i in keep:
         board.add_column(header[i])
     for r in rows:

@@ -6,9 +6,9 @@ repository without one is served as before, and /drift says it has no reference)
 cut at their training deciles (ties merged, so a discrete column has fewer bins), plus one bin for
 missing values; categorical columns get one bin per training category (the most frequent
 MAX_CATEGORIES), one for any other value and one for missing; text columns are cut at the deciles of
-their length in characters (a change in what clients send shows there first), plus missing. Binning the same [N, k] float32 feeds
-offline and online is what makes the counts comparable: a value equal to an edge falls in the lower
-bin on both sides.
+their length in characters (a change in what clients send shows there first), plus missing. Binning
+the same [N, k] float32 feeds offline and online is what makes the counts comparable: a value equal to
+an edge falls in the lower bin on both sides.
 """
 
 from __future__ import annotations
@@ -59,9 +59,7 @@ class ColumnReference(BaseModel):
         """Human names of the bins, in order."""
         if self.kind == "categorical":
             return [*self.categories, "(other)", "(missing)"]
-        e = [f"{v:.4g}" for v in self.edges]
-        if self.kind == "text":
-            e = [f"{v:.0f} chars" for v in self.edges]
+        e = [f"{v:.0f} chars" if self.kind == "text" else f"{v:.4g}" for v in self.edges]
         if not e:
             return ["(any)", "(missing)"]
         inner = [f"({a}, {b}]" for a, b in itertools.pairwise(e)]

@@ -2,8 +2,10 @@
 
 Classification: accuracy with a 95% Wilson interval; champion vs each other model on the rows both
 answered and that have labels. Binary tasks (detectors among them) add precision and recall of class 1
-with Wilson intervals, average precision, and a paired McNemar test on recall (service/stats/detection.py). Regression: RMSE with a 95% interval (t-interval on squared errors,
-then the square root), champion vs each other model on the paired absolute errors.
+with Wilson intervals, average precision, and a paired McNemar test on recall
+(service/stats/detection.py); detectors are ranked on average precision. Regression: RMSE with a 95%
+interval (t-interval on squared errors, then the square root), champion vs each other model on the
+paired absolute errors.
 
 The verdicts rest on always-valid sequential tests (service/stats/sequential.py: a beta-mixture
 e-value on McNemar's discordant pairs, a mixture SPRT on paired errors), Bonferroni-adjusted across
@@ -25,7 +27,7 @@ from scipy import stats
 
 from contract.manifest import Manifest, ModelCard
 from service.stats.calibration import online_calibration
-from service.stats.detection import average_precision_interval, detection_row, flags, paired_recall
+from service.stats.detection import ap_interval, detection_row, flags, paired_recall
 from service.stats.estimates import accuracy_estimate
 from service.stats.sequential import always_valid_p, discordant_e_value, mixture_sprt_e_value
 from service.stats.significance import (
@@ -77,11 +79,14 @@ def compare(
             m["estimate"] = accuracy_estimate(
                 cards[name].accuracy_estimator, len(manifest.classes) == 2, unlabelled.get(name), labelled
             )
+    binary = len(manifest.classes) == 2 and not regression
+    if binary and calibration is not None:
+        _detection_rows(models, cards, data, calibration)
     if detectors and calibration is not None:
         # detectors are ranked on average precision (accuracy would crown the prior: flag nothing)
         metric = DETECTOR_METRIC
         for m in models:
-            _ap_row(m, cards, calibration)
+            _ap_row(m, cards)
     scored = [m for m in models if m["online"] is not None and m["offline"] is not None]
     for key in ("offline", "online"):
         # Ties share the best rank (1, 1, 3): equal scores are not an ordering.
@@ -91,8 +96,8 @@ def compare(
     tau, tau_p = kendall([sign * m["offline"] for m in scored], [sign * m["online"] for m in scored])
     tests = [_paired(data, champion, other, regression) for other in others]
     final = _with_verdicts(tests, regression)
-    if len(manifest.classes) == 2 and not regression and calibration is not None:
-        _add_detection(models, final, cards, data, calibration, champion)
+    if binary and calibration is not None:
+        _recall_tests(final, data, calibration, champion)
     best_offline = _best(scored, "offline", sign)
     # online leader among every model with labelled answers (a build without labels has no offline score)
     best_online = _best([m for m in models if m["online"] is not None], "online", sign)
@@ -120,18 +125,14 @@ DETECTOR_METRIC = "average_precision"
 """A repository of detectors (builders/anomaly.py) is judged on the average precision of its scores."""
 
 
-def _ap_row(
-    m: dict[str, Any],
-    cards: Mapping[str, ModelCard],
-    calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
-) -> None:
-    """A model row's offline and online scores as average precision (95% bootstrap interval), in place."""
-    name = m["model"]
-    m["offline"] = cards[name].metrics.get("test", {}).get(DETECTOR_METRIC)
-    if name not in calibration:
-        return
-    score, hit = calibration[name]
-    online = average_precision_interval(score, hit)
+def _ap_row(m: dict[str, Any], cards: Mapping[str, ModelCard]) -> None:
+    """A model row's offline and online scores as average precision (online: the detection row's, with
+    its 95% logit interval), in place."""
+    m["offline"] = cards[m["model"]].metrics.get("test", {}).get(DETECTOR_METRIC)
+    d = m.get("detection")
+    online = (
+        ap_interval(d["average_precision"], d["positives"], d["n"]) if d else Interval(None, None, None, 0)
+    )
     m.update(online=online.value, low=online.low, high=online.high, n=online.n)
 
 
@@ -158,21 +159,27 @@ def _recall_summary(tests: list[dict[str, Any]]) -> str:
     )
 
 
-def _add_detection(
+def _detection_rows(
     models: list[dict[str, Any]],
-    tests: list[dict[str, Any]],
     cards: Mapping[str, ModelCard],
     data: Mapping[str, Outcomes],
     calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
-    champion: str,
 ) -> None:
-    """Binary tasks: each model's precision and recall of class 1 (the anomaly, for detectors) and
-    each comparison's paired recall test, in place."""
+    """Binary tasks: each model's precision and recall of class 1 (the anomaly, for detectors), in place."""
     for m in models:
         name = m["model"]
         if name in data and name in calibration:
             score, hit = calibration[name]
             m["detection"] = detection_row(data[name][1], score, hit, cards[name].metrics.get("test", {}))
+
+
+def _recall_tests(
+    tests: list[dict[str, Any]],
+    data: Mapping[str, Outcomes],
+    calibration: Mapping[str, tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]],
+    champion: str,
+) -> None:
+    """Binary tasks: each comparison's paired recall test against the champion, in place."""
     if champion not in data or champion not in calibration:
         return
     keys_c, correct_c = data[champion]

@@ -43,19 +43,23 @@ def average_precision(score: npt.NDArray[Any], hit: npt.NDArray[np.bool_]) -> fl
 
 
 def average_precision_interval(score: npt.NDArray[Any], hit: npt.NDArray[np.bool_]) -> Interval:
-    """Average precision with a 95% logit interval: logit(AP) +- 1.96 / sqrt(positives * AP * (1 - AP))
-    (Boyd, Eng and Page 2013, "Area under the precision-recall curve: point estimates and confidence
-    intervals": close to nominal coverage from a few dozen positives, and constant-time, where a
-    bootstrap would re-sort every labelled row hundreds of times on each read of /compare)."""
+    """Average precision of ``score`` against ``hit`` with its 95% logit interval (:func:`ap_interval`)."""
     y = np.asarray(hit, dtype=np.bool_)
-    value = average_precision(score, y)
-    positives = int(y.sum())
+    return ap_interval(average_precision(score, y), int(y.sum()), len(y))
+
+
+def ap_interval(value: float | None, positives: int, n: int) -> Interval:
+    """A 95% logit interval for an average precision over ``positives`` true rows:
+    logit(AP) +- 1.96 / sqrt(positives * AP * (1 - AP)) (Boyd, Eng and Page 2013, "Area under the
+    precision-recall curve: point estimates and confidence intervals": close to nominal coverage from a
+    few dozen positives, and constant-time, where a bootstrap would re-sort every labelled row hundreds
+    of times on each read of /compare)."""
     if value is None:
-        return Interval(None, None, None, len(y))
+        return Interval(None, None, None, n)
     p = min(max(value, 1e-9), 1 - 1e-9)
     eta, tau = np.log(p / (1 - p)), 1.0 / np.sqrt(positives * p * (1 - p))
     low, high = (float(1 / (1 + np.exp(-(eta + z * tau)))) for z in (-1.96, 1.96))
-    return Interval(value, low, high, len(y))
+    return Interval(value, low, high, n)
 
 
 def detection_row(

@@ -44,7 +44,7 @@ def test_paired_recall_counts_the_anomalies_only_one_model_flagged() -> None:
     a = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], dtype=bool)
     b = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1], dtype=bool)
 
-    out = paired_recall(keys, a, keys[::-1].copy()[::-1], b, truth)
+    out = paired_recall(keys, a, keys.copy(), b, truth)
 
     assert out["anomalies"] == 4 and out["only_champion_flagged"] == 2 and out["only_challenger_flagged"] == 0
     assert out["champion_recall"] == 0.75 and out["challenger_recall"] == 0.25
